@@ -1,0 +1,151 @@
+"""Named checkpoints as data, where they are cached, and whether the network may be used.
+
+Nothing here touches the disk or the network: it only computes names and paths.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import CheckpointError
+
+DEFAULT_CHECKPOINT = "audioclip-full"
+CACHE_ENV = "ACSEARCH_CACHE_DIR"
+OFFLINE_ENV = "ACSEARCH_OFFLINE"
+KINDS = ("full", "audio-head")
+
+_RELEASE = "https://github.com/AndreyGuzhov/AudioCLIP/releases/download/v0.1"
+
+
+@dataclass(frozen=True)
+class CheckpointEntry:
+    """One downloadable checkpoint: where it comes from, what it must hash to, what it fits."""
+
+    name: str
+    filename: str
+    url: str
+    size: int
+    sha256: str
+    arch: str
+    kind: str
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"checkpoint {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
+        if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
+            raise ValueError(f"checkpoint {self.name!r}: sha256 must be 64 lowercase hex digits")
+        if self.size <= 0:
+            raise ValueError(f"checkpoint {self.name!r}: size must be positive")
+        if not self.filename or "/" in self.filename or "\\" in self.filename:
+            raise ValueError(f"checkpoint {self.name!r}: filename must be a plain file name")
+
+
+_BUILTIN = (
+    CheckpointEntry(
+        name="audioclip-full",
+        filename="AudioCLIP-Full-Training.pt",
+        url=f"{_RELEASE}/AudioCLIP-Full-Training.pt",
+        size=537302068,
+        sha256="2441d35b353352c8b1bbfb8f7c687f46314c3d2909e940eaf763b8c17f632c44",
+        arch="audioclip-rn50",
+        kind="full",
+        description="AudioCLIP, all three heads trained jointly on AudioSet (the published model)",
+    ),
+    CheckpointEntry(
+        name="audioclip-partial",
+        filename="AudioCLIP-Partial-Training.pt",
+        url=f"{_RELEASE}/AudioCLIP-Partial-Training.pt",
+        size=537302068,
+        sha256="1921885b6c3b5de0619f2ef4a9700ecbade758a398b34eb064230c30baef0c75",
+        arch="audioclip-rn50",
+        kind="full",
+        description="AudioCLIP with only the audio head trained; image and text heads are vanilla CLIP RN50",
+    ),
+    CheckpointEntry(
+        name="esresnext-audioset",
+        filename="ESRNXFBSP.pt",
+        url=f"{_RELEASE}/ESRNXFBSP.pt",
+        size=124795647,
+        sha256="acfcc6b0a0f07025cc660ed6dcf9b5a05fbd7c8ebf65edaa0a81d88a92ff6834",
+        arch="audioclip-rn50",
+        kind="audio-head",
+        description="The ESResNeXt-fbsp audio head alone, trained on AudioSet (fc has 527 outputs)",
+    ),
+)
+
+#: name -> entry. Mutable on purpose: `register_checkpoint` adds entries (tests, private mirrors).
+REGISTRY: dict[str, CheckpointEntry] = {e.name: e for e in _BUILTIN}
+
+
+def list_checkpoints(registry: Mapping[str, CheckpointEntry] | None = None) -> list[CheckpointEntry]:
+    """Every registered checkpoint, in registration order."""
+    return list((REGISTRY if registry is None else registry).values())
+
+
+def get_entry(name: str, registry: Mapping[str, CheckpointEntry] | None = None) -> CheckpointEntry:
+    """The entry called `name`; an unknown name is a CheckpointError that lists the known ones."""
+    table = REGISTRY if registry is None else registry
+    try:
+        return table[name]
+    except KeyError:
+        known = ", ".join(table) or "(none)"
+        raise CheckpointError(
+            f"unknown checkpoint {name!r}: not a registered name and no such file; known names: {known}"
+        ) from None
+
+
+def register_checkpoint(entry: CheckpointEntry, *, overwrite: bool = False) -> CheckpointEntry:
+    """Add an entry to the global registry (a mirror, a fine-tuned model, a test fixture)."""
+    if entry.name in REGISTRY and REGISTRY[entry.name] != entry and not overwrite:
+        raise ValueError(f"a different checkpoint is already registered as {entry.name!r}")
+    REGISTRY[entry.name] = entry
+    return entry
+
+
+def unregister_checkpoint(name: str) -> None:
+    """Remove an entry added with `register_checkpoint` (built-in names may be removed too)."""
+    REGISTRY.pop(name, None)
+
+
+@contextmanager
+def registered(entry: CheckpointEntry) -> Iterator[CheckpointEntry]:
+    """Register `entry` for the duration of a `with` block, restoring whatever was there before."""
+    previous = REGISTRY.get(entry.name)
+    REGISTRY[entry.name] = entry
+    try:
+        yield entry
+    finally:
+        if previous is None:
+            REGISTRY.pop(entry.name, None)
+        else:
+            REGISTRY[entry.name] = previous
+
+
+def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
+    """Where checkpoints live: the override, else $ACSEARCH_CACHE_DIR, else
+    $XDG_CACHE_HOME/audioclip-search, else ~/.cache/audioclip-search. Nothing is created."""
+    if override is not None and str(override) != "":
+        return Path(override).expanduser()
+    env = os.environ.get(CACHE_ENV, "").strip()
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "audioclip-search"
+
+
+def is_offline(offline: bool | None = None) -> bool:
+    """The explicit argument wins; otherwise ACSEARCH_OFFLINE=1 (or true/yes/on) means offline."""
+    if offline is not None:
+        return bool(offline)
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def cached_path(entry: CheckpointEntry, cache_dir_: str | os.PathLike[str] | None = None) -> Path:
+    """The final path of `entry` in the cache, whether or not the file is there."""
+    return cache_dir(cache_dir_) / entry.filename

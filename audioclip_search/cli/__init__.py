@@ -1,0 +1,1 @@
+"""The `acsearch` command line: one module per verb, registered in app.py."""
