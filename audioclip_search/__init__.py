@@ -26,7 +26,21 @@ _LAZY = {
     "CheckpointError": ".errors",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [
+    "AudioCLIP",
+    "AudioCLIPConfig",
+    "AudioLoadError",
+    "CheckpointError",
+    "ImageLoadError",
+    "InputError",
+    "__version__",
+    "image_transform",
+    "load_audio",
+    "load_config",
+    "load_image",
+    "load_model",
+    "tokenize",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .audio import load_audio

@@ -64,7 +64,9 @@ class LinearFBSP(nn.Module):
         kernel = torch.cat((torch.cos(fc * t), -torch.sin(fc * t)), dim=-1)
         scale = fb.sqrt()
         win = _sinc(fb * t / (m + _EPS))
-        win = _complex_power(torch.cat((win, torch.zeros_like(win)), dim=-1), torch.cat((m, torch.zeros_like(m)), dim=-1))
+        win = _complex_power(
+            torch.cat((win, torch.zeros_like(win)), dim=-1), torch.cat((m, torch.zeros_like(m)), dim=-1)
+        )
         weights = scale * torch.cat(
             (
                 win[..., :1] * kernel[..., :1] - win[..., 1:] * kernel[..., 1:],
