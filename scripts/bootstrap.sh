@@ -14,7 +14,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo_cmd="sudo"
   echo "bootstrap: installing Debian packages ffmpeg sox (missing: ${need_apt[*]})"
-  $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq ffmpeg sox >/dev/null \
+  $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq ffmpeg sox libsox-fmt-mp3 >/dev/null \
     || echo "bootstrap: could not install ffmpeg/sox; MP3/M4A/AAC/Opus/WMA decoding will be unavailable" >&2
 fi
 
