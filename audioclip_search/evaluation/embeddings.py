@@ -1,0 +1,312 @@
+"""Embedding a dataset's files once: decode, prepare, encode in batches, and cache per file.
+
+Cache layout: ``<cache>/embeddings/<model sha256[:16]>/<key[:2]>/<key>.npy`` plus ``<key>.json``,
+where ``<cache>`` is ``$ACSEARCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/audioclip-search``, else
+``~/.cache/audioclip-search``. The key is the sha256 of a JSON document holding the model's
+sha256, the precision, the dataset name, the modality, the file's absolute path, size and
+mtime, and the preprocessing; the JSON file stores that document, and a hit requires it to match.
+Both files are written to a temporary name and renamed (atomic on POSIX), the ``.npy`` first, so a
+reader sees either a complete entry or none. Files that fail to decode are not cached.
+
+Decoding runs one batch ahead of the encoder in a background thread, so reading and encoding
+overlap; the order of the results is always the order of the input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..datasets.base import Dataset, DatasetError, Item
+
+__all__ = [
+    "CACHE_VERSION",
+    "EmbeddingCache",
+    "Embeddings",
+    "Failure",
+    "default_cache_dir",
+    "embed_audio_items",
+    "embed_image_paths",
+    "progress_bar",
+]
+
+CACHE_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    """``<$ACSEARCH_CACHE_DIR | $XDG_CACHE_HOME/audioclip-search | ~/.cache/audioclip-search>/embeddings``."""
+    from ..checkpoints.registry import cache_dir
+
+    return cache_dir() / "embeddings"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A file that could not be used: excluded from the evaluation and listed in the report."""
+
+    path: str
+    reason: str
+    modality: str = "audio"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.path, "reason": self.reason, "modality": self.modality}
+
+
+@dataclass
+class Embeddings:
+    """Vectors for the inputs that could be read, in input order, and what happened to the rest."""
+
+    modality: str
+    vectors: np.ndarray  # (n_ok, D) float32, L2-normalised
+    indices: list[int]  # positions in the input list that ``vectors`` rows belong to
+    failures: list[Failure] = field(default_factory=list)
+    encoded: int = 0
+    cached: int = 0
+    seconds_load: float = 0.0
+    seconds_encode: float = 0.0
+
+    def counts(self) -> dict[str, int]:
+        return {"ok": len(self.indices), "failed": len(self.failures), "encoded": self.encoded,
+                "from_cache": self.cached}
+
+
+class EmbeddingCache:
+    """Per-file embedding cache for one model (see the module docstring).
+
+    ``model_sha256`` empty disables it (an in-memory model has no identity to key on).
+    """
+
+    def __init__(self, model_sha256: str, precision: str = "fp32", root: str | Path | None = None,
+                 enabled: bool = True):
+        self.model_sha256 = model_sha256
+        self.precision = precision
+        self.root = Path(root) if root is not None else default_cache_dir()
+        self.enabled = bool(enabled and model_sha256)
+        self.hits = 0
+        self.misses = 0
+        self.write_errors = 0
+
+    def key(self, dataset: str, modality: str, path: Path, preprocessing: dict[str, Any]) -> dict[str, Any] | None:
+        """The key document for a file, or None when the file cannot be stat'ed."""
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return {
+            "version": CACHE_VERSION,
+            "model_sha256": self.model_sha256,
+            "precision": self.precision,
+            "dataset": dataset,
+            "modality": modality,
+            "path": str(path.absolute()),
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "preprocessing": preprocessing,
+        }
+
+    def _paths(self, key: dict[str, Any]) -> tuple[Path, Path]:
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()
+        folder = self.root / self.model_sha256[:16] / digest[:2]
+        return folder / f"{digest}.npy", folder / f"{digest}.json"
+
+    def get(self, key: dict[str, Any] | None) -> np.ndarray | None:
+        if not self.enabled or key is None:
+            return None
+        npy, meta = self._paths(key)
+        try:
+            stored = json.loads(meta.read_text(encoding="utf-8"))
+            if stored != json.loads(json.dumps(key)):
+                self.misses += 1
+                return None
+            vec = np.load(npy, allow_pickle=False)
+        except (OSError, ValueError):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return vec.astype(np.float32, copy=False)
+
+    def put(self, key: dict[str, Any] | None, vector: np.ndarray) -> None:
+        if not self.enabled or key is None:
+            return
+        npy, meta = self._paths(key)
+        try:
+            npy.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(npy, lambda fh: np.save(fh, np.asarray(vector, dtype=np.float32), allow_pickle=False))
+            _atomic_write(meta, lambda fh: fh.write(json.dumps(key, sort_keys=True).encode("utf-8")))
+        except OSError:
+            self.write_errors += 1  # a read-only or full cache must not stop an evaluation
+
+
+def _atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool = True) -> Iterator[Any]:
+    """A rich progress display on stderr (a do-nothing stand-in when disabled)."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
+                  transient=False) as progress:
+        yield progress
+
+
+def _embed(
+    modality: str,
+    paths: Sequence[Path | None],
+    load: Callable[[Path], Any],
+    encode: Callable[[list[Any]], np.ndarray],
+    load_errors: tuple[type[BaseException], ...],
+    cache: EmbeddingCache | None,
+    dataset: str,
+    preprocessing: dict[str, Any],
+    batch_size: int,
+    progress: Any,
+    description: str,
+) -> Embeddings:
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    n = len(paths)
+    task = progress.add_task(description, total=n) if progress is not None else None
+    results: dict[int, np.ndarray] = {}
+    failures: dict[int, Failure] = {}
+    keys: dict[int, dict[str, Any] | None] = {}
+    todo: list[int] = []
+    for i, path in enumerate(paths):
+        if path is None:
+            continue
+        keys[i] = cache.key(dataset, modality, path, preprocessing) if cache is not None else None
+        vec = cache.get(keys[i]) if cache is not None else None
+        if vec is not None:
+            results[i] = vec
+        else:
+            todo.append(i)
+    cached = len(results)
+    if task is not None and cached:
+        progress.update(task, advance=cached)
+    out = Embeddings(modality, np.zeros((0, 0), np.float32), [], cached=cached)
+
+    def load_batch(indices: list[int]) -> tuple[list[int], list[Any], float]:
+        start = time.perf_counter()
+        ok, data = [], []
+        for i in indices:
+            try:
+                data.append(load(paths[i]))  # type: ignore[arg-type]
+                ok.append(i)
+            except load_errors as exc:
+                failures[i] = Failure(str(paths[i]), getattr(exc, "reason", str(exc)), modality)
+        return ok, data, time.perf_counter() - start
+
+    batches = [todo[s : s + batch_size] for s in range(0, len(todo), batch_size)]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="acsearch-decode") as pool:
+        pending = pool.submit(load_batch, batches[0]) if batches else None
+        for b in range(len(batches)):
+            assert pending is not None
+            ok, data, load_s = pending.result()
+            pending = pool.submit(load_batch, batches[b + 1]) if b + 1 < len(batches) else None
+            out.seconds_load += load_s
+            if data:
+                start = time.perf_counter()
+                vectors = encode(data)
+                out.seconds_encode += time.perf_counter() - start
+                for i, vec in zip(ok, vectors, strict=True):
+                    results[i] = vec
+                    if cache is not None:
+                        cache.put(keys[i], vec)
+                out.encoded += len(ok)
+            if task is not None:
+                progress.update(task, advance=len(batches[b]))
+    out.indices = sorted(results)
+    out.failures = [failures[i] for i in sorted(failures)]
+    if out.indices:
+        out.vectors = np.stack([results[i] for i in out.indices]).astype(np.float32, copy=False)
+    return out
+
+
+def embed_audio_items(
+    encoder: Any,
+    dataset: Dataset,
+    items: Sequence[Item],
+    batch_size: int = 16,
+    cache: EmbeddingCache | None = None,
+    progress: Any = None,
+    description: str = "Embedding audio",
+) -> Embeddings:
+    """Embed the audio of ``items`` with the dataset's evaluation preprocessing.
+
+    Unreadable files become ``failures`` (path + reason) and are left out; if every file fails,
+    ``DatasetError`` is raised. ``progress``: a rich ``Progress`` (see ``progress_bar``) or None.
+    """
+    from ..errors import AudioLoadError
+
+    prep = dataset.preprocessing
+    out = _embed("audio", [it.path for it in items], prep.load, encoder.encode_audio, (AudioLoadError,),
+                 cache, dataset.name, prep.to_dict(), batch_size, progress, description)
+    wanted = sum(1 for it in items if it.path is not None)
+    if wanted and not out.indices:
+        first = out.failures[0] if out.failures else None
+        detail = f"; first: {first.path}: {first.reason}" if first else ""
+        raise DatasetError(f"{dataset.title}: all {wanted} audio files failed to load{detail}")
+    return out
+
+
+def embed_image_paths(
+    encoder: Any,
+    dataset: Dataset,
+    paths: Sequence[Path],
+    batch_size: int = 32,
+    cache: EmbeddingCache | None = None,
+    progress: Any = None,
+    description: str = "Embedding images",
+) -> Embeddings:
+    """Embed pictures (CLIP preprocessing); unreadable ones become ``failures``."""
+    from ..errors import ImageLoadError
+    from ..image import load_image
+
+    def load(path: Path) -> Any:
+        return encoder.preprocess_images([load_image(path)])[0]
+
+    def encode(tensors: list[Any]) -> np.ndarray:
+        import torch
+
+        return encoder.encode_images(torch.stack(tensors))
+
+    resolution = getattr(getattr(getattr(encoder, "model", None), "config", None), "image_resolution", 224)
+    out = _embed("image", list(paths), load, encode, (ImageLoadError,), cache, dataset.name,
+                 {"image_resolution": resolution, "transform": "clip"}, batch_size, progress, description)
+    if paths and not out.indices:
+        first = out.failures[0] if out.failures else None
+        detail = f"; first: {first.path}: {first.reason}" if first else ""
+        raise DatasetError(f"{dataset.title}: all {len(paths)} image files failed to load{detail}")
+    return out
