@@ -29,3 +29,23 @@ def tiny_model():
     torch.manual_seed(0)
     model = AudioCLIP("audioclip-tiny").eval()
     return model
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_model):
+    """The tiny model saved as a checkpoint file, as a user's own trained model would be."""
+    import torch
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    torch.save({"arch": "audioclip-tiny", "state_dict": tiny_model.state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_checkpoint, tiny_model):
+    """An Encoder on the tiny model that identifies itself exactly as the CLI would for tiny_checkpoint."""
+    from audioclip_search.checkpoints import checkpoint_sha256
+    from audioclip_search.encoder import Encoder
+
+    return Encoder(tiny_model, device="cpu", model_name=str(tiny_checkpoint),
+                   model_sha256=checkpoint_sha256(tiny_checkpoint))

@@ -1,0 +1,5 @@
+"""`python -m audioclip_search.cli` runs the `acsearch` command."""
+
+from .app import main
+
+main()

@@ -1,0 +1,1 @@
+"""Indexing: files -> decode (reader) -> embed (encoder) -> store (writer), run by `IndexRunner`."""

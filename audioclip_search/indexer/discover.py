@@ -1,0 +1,194 @@
+"""Find the files to index under the given paths and sort them by content kind.
+
+Audio and image files are recognised by extension; a `.txt` file is a text document unless it is a
+sidecar `NAME.txt` beside an audio or image file `NAME.ext`, which becomes that file's caption. A
+captions manifest (CSV or JSONL with `path` and `caption` and/or `labels`) attaches captions and
+labels in bulk and wins over sidecars. Directory symlinks are followed once: a loop is detected by
+the (device, inode) of every directory entered.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..audio import AUDIO_EXTENSIONS
+from ..image import IMAGE_EXTENSIONS
+
+TEXT_EXTENSIONS = (".txt",)
+MODALITIES = ("audio", "image", "text")
+MAX_TEXT_BYTES = 1_000_000  # a text document larger than this is not a caption-like document
+
+
+@dataclass
+class SourceFile:
+    """A file to index with what is known before decoding it."""
+
+    path: Path
+    modality: str
+    size: int
+    mtime: float
+    caption: str | None = None
+    labels: list[str] = field(default_factory=list)
+    known_sha256: str | None = None  # content hash stored for this path by an earlier run
+
+
+@dataclass
+class Discovery:
+    files: dict[str, list[SourceFile]]
+    skipped: list[tuple[str, str]]  # (path, reason): not indexable, reported
+
+    def count(self) -> int:
+        return sum(len(v) for v in self.files.values())
+
+
+def modality_of(path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    if suffix in AUDIO_EXTENSIONS:
+        return "audio"
+    if suffix in IMAGE_EXTENSIONS:
+        return "image"
+    if suffix in TEXT_EXTENSIONS:
+        return "text"
+    return None
+
+
+def _split_labels(value: object) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [str(v).strip() for v in value if str(v).strip()]
+    text = str(value).strip()
+    if text.startswith("["):
+        try:
+            return _split_labels(json.loads(text))
+        except json.JSONDecodeError:
+            pass
+    return [part.strip() for part in text.replace("|", ";").split(";") if part.strip()]
+
+
+def read_captions_manifest(manifest: Path) -> dict[Path, tuple[str | None, list[str]]]:
+    """CSV (header with `path` and `caption` and/or `labels`) or JSONL -> resolved path -> (caption, labels).
+
+    Relative paths are relative to the manifest's folder; labels are a JSON list or 'a;b'.
+    """
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest}: captions manifest not found")
+    rows: list[dict] = []
+    if manifest.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+        with manifest.open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise ValueError(f"{manifest}:{lineno}: not valid JSON ({exc.msg})") from None
+    else:
+        with manifest.open(encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames or "path" not in reader.fieldnames:
+                raise ValueError(f"{manifest}: needs a 'path' column (found: {reader.fieldnames})")
+            if not {"caption", "labels"} & set(reader.fieldnames):
+                raise ValueError(f"{manifest}: needs a 'caption' or 'labels' column")
+            rows = list(reader)
+    out: dict[Path, tuple[str | None, list[str]]] = {}
+    for row in rows:
+        if "path" not in row:
+            raise ValueError(f"{manifest}: a row has no 'path': {row}")
+        path = Path(row["path"])
+        path = path if path.is_absolute() else manifest.parent / path
+        caption = row.get("caption")
+        out[path.resolve()] = ((str(caption).strip() or None) if caption is not None else None,
+                               _split_labels(row.get("labels")))
+    return out
+
+
+def _walk(root: Path, skipped: list[tuple[str, str]]) -> list[Path]:
+    found: list[Path] = []
+    seen_dirs: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            st = folder.stat()
+        except OSError as exc:
+            skipped.append((str(folder), f"cannot open folder ({exc.strerror})"))
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in seen_dirs:
+            continue  # a symlink loop or a second link to a folder already walked
+        seen_dirs.add(key)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            skipped.append((str(folder), f"cannot list folder ({exc.strerror})"))
+            continue
+        subdirs = []
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=True):
+                    subdirs.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=True):
+                    found.append(Path(entry.path))
+            except OSError as exc:
+                skipped.append((entry.path, f"cannot stat ({exc.strerror})"))
+        stack.extend(reversed(subdirs))
+    return found
+
+
+def discover(paths: list[Path], captions_manifest: Path | None = None) -> Discovery:
+    """Walk `paths` (files or folders, recursively) and return the indexable files by modality."""
+    skipped: list[tuple[str, str]] = []
+    candidates: list[Path] = []
+    for p in paths:
+        p = Path(p).expanduser()
+        if p.is_dir():
+            candidates.extend(_walk(p, skipped))
+        elif p.is_file():
+            candidates.append(p)
+        else:
+            skipped.append((str(p), "no such file or folder"))
+    manifest = read_captions_manifest(captions_manifest) if captions_manifest else {}
+    resolved = {}
+    for path in candidates:
+        real = path.resolve()
+        resolved.setdefault(real, path)  # the same file reached twice is indexed once
+    media_stems = {
+        real.with_suffix("") for real in resolved if modality_of(real) in ("audio", "image")
+    }
+    files: dict[str, list[SourceFile]] = {m: [] for m in MODALITIES}
+    sidecars: dict[Path, str] = {}
+    for real in sorted(resolved):
+        kind = modality_of(real)
+        if kind == "text" and real.with_suffix("") in media_stems:
+            sidecars[real.with_suffix("")] = _read_sidecar(real, skipped)
+    for real in sorted(resolved):
+        kind = modality_of(real)
+        if kind is None:
+            continue  # not a media file: silently ignored, like any file browser would
+        if kind == "text" and real.with_suffix("") in media_stems:
+            continue
+        try:
+            st = real.stat()
+        except OSError as exc:
+            skipped.append((str(real), f"cannot stat ({exc.strerror})"))
+            continue
+        caption, labels = sidecars.get(real.with_suffix("")) or None, []
+        if real in manifest:
+            m_caption, m_labels = manifest[real]
+            caption = m_caption or caption
+            labels = m_labels
+        files[kind].append(SourceFile(real, kind, st.st_size, st.st_mtime, caption, labels))
+    return Discovery(files, skipped)
+
+
+def _read_sidecar(path: Path, skipped: list[tuple[str, str]]) -> str | None:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError as exc:
+        skipped.append((str(path), f"caption sidecar unreadable ({exc.strerror})"))
+        return None
+    return " ".join(text.split()) or None

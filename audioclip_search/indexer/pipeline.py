@@ -1,0 +1,265 @@
+"""The indexing run: discover -> read (worker processes) -> encode (model) -> write (LanceDB) -> FAISS.
+
+Each stage is timed. A file's rows are written in the same commit (LanceDB versions every
+commit), so a run killed at any moment leaves each file fully indexed or not at all, and the
+same command again picks up exactly the files still missing. Bad files are reported and skipped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from ..audio import AudioLimits
+from ..encoder import Encoder
+from .discover import MODALITIES, SourceFile, discover
+from .reader import DecodedFile, read_files
+from .windows import WindowSpec, split_windows
+
+
+@dataclass
+class IndexOptions:
+    captions: Path | None = None
+    prune: bool = False
+    workers: int = 2
+    batch_size: int | None = None  # items per encoder call; None = the encoder's micro-batch x 4
+    window: WindowSpec = field(default_factory=WindowSpec)
+    limits: AudioLimits = field(default_factory=AudioLimits)
+    commit_files: int = 256  # commit at least this often (files) ...
+    commit_seconds: float = 30.0  # ... or this often (seconds), whichever comes first
+    build_vector_index: bool = True
+
+
+@dataclass
+class IndexReport:
+    indexed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODALITIES, 0))
+    rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODALITIES, 0))
+    unchanged: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODALITIES, 0))
+    pruned: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODALITIES, 0))
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
+        ("discover", "read", "encode", "write", "vector_index"), 0.0))
+    total_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def as_dict(self) -> dict:
+        return {
+            "indexed": self.indexed, "rows": self.rows, "unchanged": self.unchanged, "pruned": self.pruned,
+            "failed": [{"path": p, "reason": r} for p, r in self.failed],
+            "stage_seconds": self.stage_seconds, "total_seconds": self.total_seconds,
+        }
+
+
+ProgressHook = Callable[[str, int, int], None]  # (modality, done, total)
+
+
+class _Timer:
+    def __init__(self, report: IndexReport, stage: str):
+        self.report, self.stage = report, stage
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.report.stage_seconds[self.stage] += time.perf_counter() - self.start
+
+
+def _changed(source: SourceFile, state) -> bool:  # noqa: ANN001 - store.FileState
+    return state is None or state.size != source.size or abs(state.mtime - source.mtime) > 1e-6
+
+
+def _under(path: str, roots: list[Path]) -> bool:
+    return any(path == str(r) or path.startswith(str(r).rstrip("/") + "/") for r in roots)
+
+
+def refresh_vector_index(store, modality: str) -> None:  # noqa: ANN001 - store.Store
+    """Bring the saved FAISS index up to date with the table (build it the first time)."""
+    from ..store import IndexNotFoundError, VectorIndex
+
+    if not store.count(modality):
+        return
+    try:
+        VectorIndex.load(store, modality).update(store)
+    except IndexNotFoundError:
+        VectorIndex.build(store, modality)
+
+
+class IndexRunner:
+    """Runs one indexing pass of `paths` into `store` with `encoder`."""
+
+    def __init__(self, store, encoder: Encoder, options: IndexOptions | None = None,  # noqa: ANN001
+                 progress: ProgressHook | None = None):
+        self.store = store
+        self.encoder = encoder
+        self.options = options or IndexOptions()
+        self.progress = progress or (lambda *_: None)
+        self.report = IndexReport()
+        self._pending: dict[str, list[dict]] = {m: [] for m in MODALITIES}
+        self._pending_files = 0
+        self._last_commit = time.monotonic()
+
+    def plan(self, paths: Iterable[Path]) -> dict[str, list[SourceFile]]:
+        """Discover files and keep the new or changed ones; records unchanged and prunes."""
+        roots = [Path(p).expanduser().resolve() for p in paths]
+        with _Timer(self.report, "discover"):
+            found = discover(roots, self.options.captions)
+        self.report.failed.extend(found.skipped)
+        todo: dict[str, list[SourceFile]] = {}
+        for modality in MODALITIES:
+            states = self.store.file_states(modality)
+            files = found.files[modality]
+            todo[modality] = []
+            for f in files:
+                state = states.get(str(f.path))
+                if _changed(f, state):
+                    f.known_sha256 = state.content_sha256 if state is not None else None
+                    todo[modality].append(f)
+            self.report.unchanged[modality] += len(files) - len(todo[modality])
+            if self.options.prune:
+                present = {str(f.path) for f in files}
+                gone = [p for p in states if p not in present and _under(p, roots)]
+                if gone:
+                    with _Timer(self.report, "write"):
+                        self.store.delete_paths(modality, gone)
+                    self.report.pruned[modality] = len(gone)
+        return todo
+
+    def run(self, paths: Iterable[Path]) -> IndexReport:
+        start = time.perf_counter()
+        paths = list(paths)
+        info = self.encoder.info
+        self.store.bind_model(info.model_name, info.model_sha256, info.embed_dim)
+        todo = self.plan(paths)
+        changed = {m for m, files in todo.items() if files}
+        for modality in MODALITIES:
+            if todo[modality]:
+                self._index_modality(modality, todo[modality])
+        self._commit(force=True)
+        if self.options.build_vector_index:
+            with _Timer(self.report, "vector_index"):
+                for modality in MODALITIES:
+                    if modality in changed or self.report.pruned[modality]:
+                        refresh_vector_index(self.store, modality)
+        self.report.total_seconds = time.perf_counter() - start
+        return self.report
+
+    def _batch_limit(self, modality: str) -> int:
+        return self.options.batch_size or self.encoder.micro_batch[modality] * 4
+
+    def _index_modality(self, modality: str, files: list[SourceFile]) -> None:
+        buffered: list[DecodedFile] = []
+        touched: list[SourceFile] = []
+        items = 0
+        done = 0
+        total = len(files)
+        self.progress(modality, 0, total)
+        stream = iter(read_files(files, self.options.workers, self.options.limits,
+                                 self.encoder.model.config.image_resolution))
+        while True:
+            with _Timer(self.report, "read"):
+                decoded = next(stream, None)
+            if decoded is None:
+                break
+            done += 1
+            if decoded.error is not None:
+                self.report.failed.append((str(decoded.source.path), decoded.error))
+            elif decoded.same_content:
+                self.report.unchanged[modality] += 1
+                touched.append(decoded.source)
+            else:
+                buffered.append(decoded)
+                items += len(split_windows(decoded.waveform, self.options.window)[0]) if modality == "audio" else 1
+                if items >= self._batch_limit(modality):
+                    self._encode_and_stage(modality, buffered)
+                    buffered, items = [], 0
+            self.progress(modality, done, total)
+        if buffered:
+            self._encode_and_stage(modality, buffered)
+        if touched:
+            self._refresh_file_meta(modality, touched)
+
+    def _refresh_file_meta(self, modality: str, files: list[SourceFile]) -> None:
+        """Files touched but not changed: store their new size/mtime, keep their embeddings."""
+        from ..store import sql_in
+
+        by_path = {str(f.path): f for f in files}
+        with _Timer(self.report, "write"):
+            paths = list(by_path)
+            for i in range(0, len(paths), 500):
+                chunk = paths[i : i + 500]
+                ids = self.store.ids(modality, where=sql_in("path", chunk))
+                rows = self.store.rows_by_ids(modality, list(ids), with_embedding=True)
+                for row in rows:
+                    src = by_path[row["path"]]
+                    row.update(size=src.size, mtime=src.mtime)
+                    row.pop("indexed_at", None)
+                if rows:
+                    self.store.upsert_files(modality, rows)
+
+    def _encode_and_stage(self, modality: str, files: list[DecodedFile]) -> None:
+        with _Timer(self.report, "encode"):
+            if modality == "audio":
+                cut = [split_windows(f.waveform, self.options.window) for f in files]
+                vectors = self.encoder.encode_audio([w for windows, _ in cut for w in windows])
+                counts = [len(windows) for windows, _ in cut]
+                spans = [s for _, spans in cut for s in spans]
+            elif modality == "image":
+                import torch
+
+                vectors = self.encoder.encode_images(torch.stack([f.pixels for f in files]))
+                counts, spans = [1] * len(files), [None] * len(files)
+            else:
+                vectors = self.encoder.encode_texts([f.text for f in files])
+                counts, spans = [1] * len(files), [None] * len(files)
+        rows = self._rows(modality, files, vectors, counts, spans)
+        self._pending[modality].extend(rows)
+        self._pending_files += len(files)
+        self.report.indexed[modality] += len(files)
+        self.report.rows[modality] += len(rows)
+        self._commit()
+
+    def _rows(self, modality: str, files: list[DecodedFile], vectors: np.ndarray, counts: list[int],
+              spans: list) -> list[dict]:  # noqa: ANN001
+        info = self.encoder.info
+        now = datetime.now(UTC)
+        rows, cursor = [], 0
+        for f, n in zip(files, counts, strict=True):
+            for w in range(n):
+                src = f.source
+                row = {
+                    "path": str(src.path), "content_sha256": f.sha256, "size": src.size, "mtime": src.mtime,
+                    "caption": src.caption, "labels": list(src.labels), "embedding": vectors[cursor],
+                    "model": info.model_name, "model_sha256": info.model_sha256, "indexed_at": now,
+                }
+                if modality == "audio":
+                    start, end = spans[cursor]
+                    row.update(window_index=w, start=start, end=end, duration=f.meta.get("duration"),
+                               sample_rate=f.meta.get("sample_rate"), channels=f.meta.get("channels"))
+                elif modality == "image":
+                    row.update(width=f.meta["width"], height=f.meta["height"])
+                else:
+                    row.update(text=f.text)
+                rows.append(row)
+                cursor += 1
+        return rows
+
+    def _commit(self, force: bool = False) -> None:
+        due = self._pending_files >= self.options.commit_files or (
+            time.monotonic() - self._last_commit >= self.options.commit_seconds)
+        if not (force or due) or not self._pending_files:
+            return
+        with _Timer(self.report, "write"):
+            for modality, rows in self._pending.items():
+                if rows:
+                    self.store.upsert_files(modality, rows)
+                    rows.clear()
+        self._pending_files = 0
+        self._last_commit = time.monotonic()
