@@ -5,14 +5,14 @@
 # The default checkpoint (audioclip-full) downloads on first use; set ACSEARCH_MODEL=/path/file.pt to
 # use a local copy, and ACSEARCH_OFFLINE=1 to forbid the download.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+repo="$(cd "$(dirname "$0")/.." && pwd)"
 if [ $# -lt 2 ]; then
   echo "usage: scripts/run-main.sh FOLDER \"QUERY\" [acsearch query options]" >&2
   exit 2
 fi
 folder="$1"; query="$2"; shift 2
-scripts/bootstrap.sh serve,eval
+"$repo/scripts/bootstrap.sh" serve,eval
 status=0
-.venv/bin/acsearch index "$folder" || status=$?
+"$repo/.venv/bin/acsearch" index "$folder" || status=$?
 if [ "$status" -gt 1 ]; then exit "$status"; fi   # 1 = some files were skipped: still search
-.venv/bin/acsearch query --text "$query" "$@"
+"$repo/.venv/bin/acsearch" query --text "$query" "$@"
