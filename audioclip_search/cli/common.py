@@ -57,6 +57,7 @@ def guarded(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from ..datasets import DatasetError
         from ..errors import CheckpointError, InputError
         from ..store import ModelMismatchError, StoreError
 
@@ -64,8 +65,8 @@ def guarded(fn: F) -> F:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, SystemExit):
             raise
-        except (CheckpointError, InputError, ModelMismatchError, StoreError, FileNotFoundError, ValueError,
-                KeyError, RuntimeError) as exc:
+        except (CheckpointError, InputError, DatasetError, ModelMismatchError, StoreError, FileNotFoundError,
+                ValueError, KeyError, RuntimeError) as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if isinstance(exc, KeyError):
                 message = str(exc.args[0]) if exc.args else message

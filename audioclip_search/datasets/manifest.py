@@ -81,7 +81,7 @@ def split_list(value: Any, where: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def _read_records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+def read_records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
     """(columns, [(line number, record)]) from a CSV/TSV, JSONL or JSON-list manifest."""
     suffix = path.suffix.lower()
     try:
@@ -172,7 +172,7 @@ class ManifestDataset(Dataset):
         self.title = f"manifest {path.name}"
         if name:
             self.name = name
-        columns, records = _read_records(path)
+        columns, records = read_records(path)
         audio_cols = _pick(columns, AUDIO_COLUMNS, audio_column, path, "audio")
         image_cols = _pick(columns, IMAGE_COLUMNS, image_column, path, "image")
         label_cols = _pick(columns, LABEL_COLUMNS, label_column, path, "label")

@@ -9,8 +9,6 @@ the (device, inode) of every directory entered.
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,53 +54,30 @@ def modality_of(path: Path) -> str | None:
     return None
 
 
-def _split_labels(value: object) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, list):
-        return [str(v).strip() for v in value if str(v).strip()]
-    text = str(value).strip()
-    if text.startswith("["):
-        try:
-            return _split_labels(json.loads(text))
-        except json.JSONDecodeError:
-            pass
-    return [part.strip() for part in text.replace("|", ";").split(";") if part.strip()]
-
-
 def read_captions_manifest(manifest: Path) -> dict[Path, tuple[str | None, list[str]]]:
-    """CSV (header with `path` and `caption` and/or `labels`) or JSONL -> resolved path -> (caption, labels).
+    """CSV/TSV/JSONL/JSON with `path` and `caption` and/or `labels` -> resolved path -> (caption, labels).
 
-    Relative paths are relative to the manifest's folder; labels are a JSON list or 'a;b'.
+    Relative paths are relative to the manifest's folder; labels are a JSON list or 'a;b'
+    (the dataset manifests' format, read by the same code).
     """
+    from ..datasets.manifest import read_records, split_list
+
     if not manifest.is_file():
         raise FileNotFoundError(f"{manifest}: captions manifest not found")
-    rows: list[dict] = []
-    if manifest.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        with manifest.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise ValueError(f"{manifest}:{lineno}: not valid JSON ({exc.msg})") from None
-    else:
-        with manifest.open(encoding="utf-8", newline="") as fh:
-            reader = csv.DictReader(fh)
-            if not reader.fieldnames or "path" not in reader.fieldnames:
-                raise ValueError(f"{manifest}: needs a 'path' column (found: {reader.fieldnames})")
-            if not {"caption", "labels"} & set(reader.fieldnames):
-                raise ValueError(f"{manifest}: needs a 'caption' or 'labels' column")
-            rows = list(reader)
+    columns, records = read_records(manifest)
+    if "path" not in columns:
+        raise ValueError(f"{manifest}: needs a 'path' column (found: {', '.join(columns)})")
+    if not {"caption", "labels"} & set(columns):
+        raise ValueError(f"{manifest}: needs a 'caption' or 'labels' column")
     out: dict[Path, tuple[str | None, list[str]]] = {}
-    for row in rows:
-        if "path" not in row:
-            raise ValueError(f"{manifest}: a row has no 'path': {row}")
-        path = Path(row["path"])
+    for line, row in records:
+        if not row.get("path"):
+            raise ValueError(f"{manifest}, line {line}: empty 'path'")
+        path = Path(str(row["path"]))
         path = path if path.is_absolute() else manifest.parent / path
         caption = row.get("caption")
-        out[path.resolve()] = ((str(caption).strip() or None) if caption is not None else None,
-                               _split_labels(row.get("labels")))
+        caption = " ".join(str(caption).split()) or None if caption is not None else None
+        out[path.resolve()] = (caption, split_list(row.get("labels"), f"{manifest}, line {line}"))
     return out
 
 
