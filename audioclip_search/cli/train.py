@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,6 +138,8 @@ def register(app: typer.Typer) -> None:
             cfg, notes = prepare_config(out, preset, config, extra, resume=resume)
             _setup_logging()
             for note in notes:
-                typer.echo(note, err=True)
+                if int(os.environ.get("RANK", "0")) == 0:
+                    typer.echo(note, err=True)
             result = train(cfg, out, resume=resume)
-        _print_result(result, out)
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
+            _print_result(result, out)

@@ -1,0 +1,243 @@
+"""Serving indexed files: byte-range streaming (RFC 9110) and in-memory LRU thumbnails.
+
+Written here rather than relying on a framework's file response so that range behaviour does not
+depend on the installed Starlette release: ``Accept-Ranges: bytes`` always, one range per request
+(``bytes=a-b``, ``bytes=a-``, ``bytes=-n``) answered with 206 and ``Content-Range``, an
+unsatisfiable range with 416 and ``Content-Range: bytes */size``, several ranges or a malformed
+header answered with the whole file (200, which RFC 9110 allows), ``If-Range`` honoured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.utils import formatdate
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from PIL import Image, ImageOps
+from starlette.responses import Response, StreamingResponse
+
+from ..image import to_rgb
+
+CHUNK = 64 * 1024
+
+CONTENT_TYPES: dict[str, str] = {
+    ".wav": "audio/wav",
+    ".flac": "audio/flac",
+    ".ogg": "audio/ogg",
+    ".oga": "audio/ogg",
+    ".opus": "audio/ogg",
+    ".mp3": "audio/mpeg",
+    ".m4a": "audio/mp4",
+    ".aac": "audio/aac",
+    ".aiff": "audio/aiff",
+    ".aif": "audio/aiff",
+    ".wma": "audio/x-ms-wma",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+    ".bmp": "image/bmp",
+    ".gif": "image/gif",
+    ".tif": "image/tiff",
+    ".tiff": "image/tiff",
+    ".txt": "text/plain; charset=utf-8",
+}
+
+
+def content_type_for(path: str | Path) -> str:
+    return CONTENT_TYPES.get(Path(path).suffix.lower(), "application/octet-stream")
+
+
+def local_file(stored_path: str) -> Path | None:
+    """The local file a stored ``path`` names (an absolute path or a ``file://`` URI), else None."""
+    if not stored_path:
+        return None
+    if stored_path.startswith("file://"):
+        parsed = urlparse(stored_path)
+        if parsed.netloc not in ("", "localhost"):
+            return None
+        stored_path = unquote(parsed.path)
+    elif "://" in stored_path:
+        return None
+    path = Path(stored_path)
+    return path if path.is_absolute() else None
+
+
+# ---------------------------------------------------------------------------------------- ranges
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
+    """One satisfiable byte range ``(first, last)`` inclusive; ``None`` = serve the whole file
+    (no header, a malformed one, another unit, or several ranges); ``"unsatisfiable"`` = 416."""
+    if not header:
+        return None
+    unit, _, spec = header.strip().partition("=")
+    if unit.strip().lower() != "bytes" or not spec.strip():
+        return None
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    if len(parts) != 1:
+        return None
+    first_s, dash, last_s = parts[0].partition("-")
+    if not dash:
+        return None
+    first_s, last_s = first_s.strip(), last_s.strip()
+    if (first_s and not first_s.isdigit()) or (last_s and not last_s.isdigit()) or not (first_s or last_s):
+        return None
+    if not first_s:  # suffix range: the last N bytes
+        n = int(last_s)
+        if n == 0 or size == 0:
+            return "unsatisfiable"
+        return max(0, size - n), size - 1
+    first = int(first_s)
+    last = int(last_s) if last_s else size - 1
+    if last_s and last < first:
+        return None  # malformed: ignore the header
+    if first >= size:
+        return "unsatisfiable"
+    return first, min(last, size - 1)
+
+
+def _etag(st: os.stat_result) -> str:
+    return f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
+
+
+def _read_span(fh, first: int, length: int) -> Iterator[bytes]:  # noqa: ANN001
+    try:
+        fh.seek(first)
+        left = length
+        while left > 0:
+            chunk = fh.read(min(CHUNK, left))
+            if not chunk:
+                break
+            left -= len(chunk)
+            yield chunk
+    finally:
+        fh.close()
+
+
+def file_response(path: Path, range_header: str | None, if_range: str | None = None, *,
+                  method: str = "GET", media_type: str | None = None) -> Response:
+    """Stream ``path`` (whole or one range). Raises FileNotFoundError if it cannot be opened."""
+    fh = open(path, "rb")  # noqa: SIM115 - closed by the streaming generator
+    try:
+        st = os.fstat(fh.fileno())
+        size = st.st_size
+        etag = _etag(st)
+        last_modified = formatdate(st.st_mtime, usegmt=True)
+        headers = {"Accept-Ranges": "bytes", "ETag": etag, "Last-Modified": last_modified,
+                   "Cache-Control": "private, max-age=300"}
+        media_type = media_type or content_type_for(path)
+        wanted = parse_range(range_header, size)
+        if wanted is not None and if_range and if_range.strip() not in (etag, last_modified):
+            wanted = None  # the client's copy is stale: send the whole (new) file
+        if wanted == "unsatisfiable":
+            fh.close()
+            headers["Content-Range"] = f"bytes */{size}"
+            from .errors import error_response
+
+            return error_response(416, f"range not satisfiable (the file has {size} bytes)", headers)
+        if wanted is None:
+            status, first, length = 200, 0, size
+        else:
+            first, last = wanted  # type: ignore[misc]
+            status, length = 206, last - first + 1
+            headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        headers["Content-Length"] = str(length)
+        if method == "HEAD":
+            fh.close()
+            return Response(b"", status_code=status, headers=headers, media_type=media_type)
+        return StreamingResponse(_read_span(fh, first, length), status_code=status, headers=headers,
+                                 media_type=media_type)
+    except BaseException:
+        fh.close()
+        raise
+
+
+# ---------------------------------------------------------------------------------------- thumbnails
+@dataclass(frozen=True)
+class Thumbnail:
+    data: bytes
+    media_type: str
+    etag: str
+
+
+def _has_alpha(img: Image.Image) -> bool:
+    return img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+
+
+def make_thumbnail(path: Path, size: int, fmt: str = "auto", max_pixels: int = 200_000_000) -> Thumbnail:
+    """Fit ``path`` in a ``size`` square, EXIF orientation applied. ``fmt``: ``auto`` (PNG when the
+    picture has transparency, else JPEG), ``jpeg`` or ``png``. Undecodable or huge pictures raise
+    ``ValueError``; a missing file ``FileNotFoundError``."""
+    try:
+        return _make_thumbnail(path, size, fmt, max_pixels)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
+        raise
+    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"not a readable picture ({' '.join(str(exc).split())[:200]})") from None
+
+
+def _make_thumbnail(path: Path, size: int, fmt: str, max_pixels: int) -> Thumbnail:
+    with Image.open(path) as img:
+        if img.size[0] * img.size[1] > max_pixels:
+            raise ValueError(f"image too large ({img.size[0]}x{img.size[1]} pixels)")
+        img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale
+        img.seek(0)
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        alpha = _has_alpha(img)
+        fmt = ("png" if alpha else "jpeg") if fmt == "auto" else fmt
+        img = img.convert("RGBA" if alpha else "RGB") if fmt == "png" else to_rgb(img)
+        img.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+        out = io.BytesIO()
+        if fmt == "png":
+            img.save(out, "PNG", optimize=True)
+        else:
+            img.save(out, "JPEG", quality=85, optimize=True, progressive=True)
+    data = out.getvalue()
+    return Thumbnail(data, f"image/{fmt}", '"' + hashlib.sha1(data).hexdigest()[:20] + '"')
+
+
+class ThumbnailCache:
+    """Thread-safe LRU of encoded thumbnails bounded by item count and total bytes.
+
+    Keys include the file's size and mtime, so a changed file gets a fresh thumbnail.
+    """
+
+    def __init__(self, max_items: int = 512, max_bytes: int = 64 * 1024 * 1024):
+        self.max_items = max(1, int(max_items))
+        self.max_bytes = max(1, int(max_bytes))
+        self._items: OrderedDict[tuple, Thumbnail] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, path: Path, size: int, fmt: str, max_pixels: int = 200_000_000) -> Thumbnail:
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns, size, fmt)
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return found
+            self.misses += 1
+        thumb = make_thumbnail(path, size, fmt, max_pixels)  # outside the lock: may be slow
+        with self._lock:
+            if key not in self._items and len(thumb.data) <= self.max_bytes:
+                self._items[key] = thumb
+                self._bytes += len(thumb.data)
+                while len(self._items) > self.max_items or self._bytes > self.max_bytes:
+                    _, old = self._items.popitem(last=False)
+                    self._bytes -= len(old.data)
+        return thumb
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {"items": len(self._items), "bytes": self._bytes, "hits": self.hits, "misses": self.misses}

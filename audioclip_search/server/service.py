@@ -1,0 +1,206 @@
+"""What the endpoints call: embedding queries and ranking, safe under concurrent requests.
+
+FastAPI runs the sync endpoints in a thread pool, so several requests reach here at once:
+
+- The model is used by one thread at a time (``model_lock``); decoding an uploaded sound or
+  picture happens before taking the lock, so only the forward pass is serialised.
+- Text queries go through :class:`TextBatcher`: one worker thread takes every text waiting at that
+  moment and embeds them in one model call, so under load N concurrent text queries cost about one
+  batched forward pass instead of N (no added latency when idle: it never waits for a batch).
+- Vector search and row lookups run concurrently: LanceDB reads and CPU FAISS searches are
+  thread-safe. When FAISS searches on a GPU (not thread-safe), they are serialised by ``search_lock``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from concurrent.futures import Future
+from pathlib import Path
+
+import numpy as np
+
+from ..audio import MODEL_SAMPLE_RATE, AudioLimits, load_audio
+from ..image import load_image
+from ..index import Index
+from ..search import Hit
+from ..store import MODALITIES, gpu_available
+from .errors import ApiError
+from .media import ThumbnailCache
+from .settings import ServerSettings
+
+_STOP = object()
+_MODEL_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_MODEL_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock_for(encoder) -> threading.Lock:  # noqa: ANN001
+    """One lock per encoder, shared by every app built on it (tests build several)."""
+    with _MODEL_LOCKS_GUARD:
+        lock = _MODEL_LOCKS.get(encoder)
+        if lock is None:
+            lock = _MODEL_LOCKS[encoder] = threading.Lock()
+        return lock
+
+
+class TextBatcher:
+    """Embeds texts on one worker thread, batching whatever is queued at each step."""
+
+    def __init__(self, encoder, lock: threading.Lock, max_batch: int = 32):  # noqa: ANN001
+        self.encoder = encoder
+        self.lock = lock
+        self.max_batch = max(1, int(max_batch))
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="acsearch-text-batcher", daemon=True)
+        self._thread.start()
+        self.batches = 0
+        self.texts = 0
+
+    def embed(self, text: str, timeout: float | None = 120.0) -> np.ndarray:
+        future: Future = Future()
+        self._queue.put((text, future))
+        return future.result(timeout=timeout)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            live = [(t, f) for t, f in batch if f.set_running_or_notify_cancel()]
+            if live:
+                try:
+                    with self.lock:
+                        vectors = self.encoder.encode_texts([t for t, _ in live])
+                    self.batches += 1
+                    self.texts += len(live)
+                    for (_, f), v in zip(live, vectors, strict=True):
+                        f.set_result(v)
+                except BaseException as exc:  # noqa: BLE001 - handed to every waiting request
+                    for _, f in live:
+                        f.set_exception(exc)
+            if stop:
+                return
+
+    def close(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout=5)
+
+
+class SearchService:
+    """Holds the loaded model and the store for the app's lifetime."""
+
+    def __init__(self, index: Index, settings: ServerSettings):
+        self.index = index
+        self.settings = settings
+        self.engine = index.engine  # loads the model once and checks it matches the index
+        self.embedder = self.engine.embedder
+        self.encoder = self.embedder.encoder
+        self.store = index.store
+        self.model_lock = model_lock_for(self.encoder)
+        gpu_search = str(getattr(self.engine.searcher, "device", "cpu")) != "cpu" and gpu_available()
+        self.search_lock: contextlib.AbstractContextManager = threading.Lock() if gpu_search \
+            else contextlib.nullcontext()
+        self.texts = TextBatcher(self.encoder, self.model_lock, settings.text_batch)
+        self.audio_limits = AudioLimits(max_bytes=settings.max_upload_bytes, max_seconds=settings.max_query_seconds)
+        self.thumbs = ThumbnailCache(settings.thumb_cache_items, settings.thumb_cache_bytes)
+        self._durations: dict[str, float | None] = {}
+        self._durations_lock = threading.Lock()
+        self._durations_checked = float("-inf")
+        self._durations_version: int | None = None
+
+    def warm_up(self) -> None:
+        """First text embedding loads the tokenizer; first search loads the FAISS indexes."""
+        vector = self.text_vector("warm up")
+        for modality in MODALITIES:
+            if self.count(modality):
+                with self.search_lock:
+                    self.engine.search_vector(vector, modality, 1)
+
+    def close(self) -> None:
+        self.texts.close()
+
+    # ---------------------------------------------------------------- query parts -> vectors
+    def text_vector(self, text: str) -> np.ndarray:
+        if not text.strip():
+            raise ApiError(400, "empty text query")
+        if len(text) > self.settings.max_text_chars:
+            raise ApiError(400, f"text query longer than {self.settings.max_text_chars} characters")
+        return self.texts.embed(text)
+
+    def audio_vector(self, path: Path) -> np.ndarray:
+        waveform, _ = load_audio(path, sample_rate=MODEL_SAMPLE_RATE, mono=True, limits=self.audio_limits)
+        with self.model_lock:
+            return self.embedder.audio_waveform(waveform)
+
+    def image_vector(self, path: Path) -> np.ndarray:
+        picture = load_image(path, max_pixels=self.settings.max_image_pixels)
+        with self.model_lock:
+            return self.encoder.encode_images([picture])[0]
+
+    def item_vector(self, modality: str, item_id: str) -> np.ndarray:
+        rows = self.store.rows_by_ids(modality, [item_id], with_embedding=True)
+        if not rows:
+            raise ApiError(404, f"no {modality} item with id {item_id!r}")
+        return np.asarray(rows[0]["embedding"], dtype=np.float32)
+
+    # ---------------------------------------------------------------- ranking and rows
+    def search(self, vectors: Sequence[np.ndarray], target: str | list[str], k: int, where: str | None) -> list[Hit]:
+        vector = self.embedder.combine(vectors=list(vectors))
+        try:
+            with self.search_lock:
+                return self.engine.search_vector(vector, target, k, where)
+        except ValueError as exc:
+            prefix = "invalid filter: " if where else ""
+            raise ApiError(400, prefix + " ".join(str(exc).split())[:400]) from None
+
+    def row(self, modality: str, item_id: str) -> dict:
+        rows = self.store.rows_by_ids(modality, [item_id])
+        if not rows:
+            raise ApiError(404, f"no {modality} item with id {item_id!r}")
+        return rows[0]
+
+    def durations(self, ids: Sequence[str]) -> dict[str, float | None]:
+        """Audio files' durations for some audio row ids (for showing where a window lies).
+
+        Cached by row id; the cache is dropped when the audio table's version changes (checked at
+        most every few seconds), so a re-indexed file shows its new duration soon after.
+        """
+        if not ids:
+            return {}
+        now = time.monotonic()
+        with self._durations_lock:
+            if now - self._durations_checked > 5.0:
+                self._durations_checked = now
+                version = self.store.version("audio")
+                if version != self._durations_version:
+                    self._durations.clear()
+                    self._durations_version = version
+            known = {i: self._durations[i] for i in ids if i in self._durations}
+        missing = [i for i in ids if i not in known]
+        if missing:
+            rows = self.store.rows_by_ids("audio", missing, columns=["id", "duration"])
+            found = {r["id"]: r.get("duration") for r in rows}
+            with self._durations_lock:
+                if len(self._durations) > 100_000:
+                    self._durations.clear()
+                self._durations.update(found)
+            known.update(found)
+        return known
+
+    def count(self, modality: str) -> int:
+        return int(self.store.count(modality))

@@ -1,0 +1,264 @@
+"""Load test of `acsearch serve`: text-search requests/s and latency under concurrent clients.
+
+    python benchmarks/serve_load.py [--model PATH_OR_NAME] [--db DB] [--concurrency 1 4 16]
+                                    [--requests 200] [--seconds 30] [--device cpu]
+
+Starts the server in a subprocess on 127.0.0.1 (a free port; `python -m audioclip_search.server`,
+the same code as `acsearch serve`), waits for /api/health, then for each concurrency level runs
+that many client threads (httpx, keep-alive, one client per thread) issuing GET /api/search text
+queries (distinct texts, cycled) until `--requests` are done or `--seconds` pass. Reports requests/s,
+p50/p95/p99 latency and errors per level, and the server's text batching (texts per model call).
+
+By default the model is a tiny AudioCLIP (same code, narrow and shallow, random weights) saved as a
+checkpoint, and the index is built from ../shared/data (esc50-mini clips + tuxpaint-triples sounds
+and pictures with captions) in `--workdir`; `--model` / `--db` choose real ones. Loopback only.
+Prints a table and writes JSON (default benchmarks/results/serve_load.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+QUERIES = [
+    "a dog barking", "rain on a roof", "a frog croaking", "birds singing at dawn", "a car engine starting",
+    "church bells", "a crying baby", "footsteps on gravel", "thunder and lightning", "a cat meowing",
+    "a siren passing by", "glass breaking", "a clock ticking", "waves on a beach", "a helicopter",
+    "keyboard typing", "a rooster crowing", "wind blowing", "a door knock", "a train horn",
+    "people laughing", "a cow mooing", "a sneeze", "water pouring", "crackling fire", "a pig grunting",
+    "an airplane overhead", "a vacuum cleaner", "insects buzzing", "a hen clucking", "a fire truck",
+    "a drum beat", "a violin melody", "a duck quacking", "a crow cawing", "snoring", "a chainsaw",
+    "a washing machine", "coughing", "a sheep bleating",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tiny_checkpoint(workdir: Path) -> Path:
+    import torch
+
+    from audioclip_search.model import AudioCLIP
+
+    path = workdir / "audioclip-tiny.pt"
+    if not path.exists():
+        torch.manual_seed(0)
+        model = AudioCLIP("audioclip-tiny").eval()
+        torch.save({"arch": "audioclip-tiny", "state_dict": model.state_dict()}, path)
+    return path
+
+
+def build_index(db: Path, model: str, workdir: Path, files: int, device: str) -> dict:
+    """esc50-mini clips + tuxpaint sounds and pictures (captioned) into `db` with `model`."""
+    from audioclip_search.index import Index
+    from audioclip_search.indexer.pipeline import IndexOptions
+
+    tux = DATA / "tuxpaint-triples"
+    rows = list(csv.DictReader((tux / "triples.csv").open()))[: files]
+    captions = workdir / "captions.csv"
+    paths = sorted((DATA / "esc50-mini" / "audio").glob("*.wav"))[: files]
+    with captions.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "caption", "labels"])
+        for row in rows:
+            for column in ("audio", "image"):
+                path = (tux / row[column]).resolve()
+                paths.append(path)
+                writer.writerow([str(path), row["caption"], row["category"]])
+    index = Index.open(db, model, device=device)
+    start = time.perf_counter()
+    report = index.add(paths, IndexOptions(captions=captions, workers=0))
+    return {"files": len(paths), "rows": report.rows, "failed": len(report.failed),
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+def start_server(db: str, model: str | None, device: str, port: int, log: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "audioclip_search.server", "--db", db, "--port", str(port), "--host", "127.0.0.1",
+           "--device", device, "--log-level", "warning"]
+    if model:
+        cmd += ["--model", model]
+    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def wait_healthy(base: str, proc: subprocess.Popen, timeout: float, log: Path) -> float:
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{base}/api/health", timeout=2).status_code == 200:
+                return time.perf_counter() - start
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"the server did not answer /api/health within {timeout:.0f} s")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    pos = (len(ordered) - 1) * q
+    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def run_level(base: str, concurrency: int, requests: int, seconds: float, k: int, target: str) -> dict:
+    """`concurrency` threads share a budget of `requests` (stopping early after `seconds`)."""
+    lock = threading.Lock()
+    issued = 0
+    latencies: list[float] = []
+    errors: list[str] = []
+    deadline = time.perf_counter() + seconds
+
+    def worker(slot: int) -> None:
+        nonlocal issued
+        with httpx.Client(base_url=base, timeout=60) as client:
+            while True:
+                with lock:
+                    if issued >= requests or time.perf_counter() > deadline:
+                        return
+                    n = issued
+                    issued += 1
+                query = QUERIES[(n * 7 + slot) % len(QUERIES)]
+                t0 = time.perf_counter()
+                try:
+                    r = client.get("/api/search", params={"q": query, "k": k, "target": target})
+                    ok = r.status_code == 200 and r.json()["count"] > 0
+                    why = "" if ok else f"{r.status_code} {r.text[:100]}"
+                except httpx.HTTPError as exc:
+                    ok, why = False, f"{type(exc).__name__}: {exc}"
+                elapsed = time.perf_counter() - t0
+                with lock:
+                    if ok:
+                        latencies.append(elapsed)
+                    else:
+                        errors.append(why)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(worker, range(concurrency)))
+    wall = time.perf_counter() - start
+    ms = [x * 1000 for x in latencies]
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies) + len(errors),
+        "ok": len(latencies),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "seconds": round(wall, 3),
+        "requests_per_s": round(len(latencies) / wall, 2) if wall else 0.0,
+        "p50_ms": round(percentile(ms, 0.50), 2),
+        "p95_ms": round(percentile(ms, 0.95), 2),
+        "p99_ms": round(percentile(ms, 0.99), 2),
+        "mean_ms": round(statistics.fmean(ms), 2) if ms else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=None, help="checkpoint name or path (default: a tiny AudioCLIP)")
+    ap.add_argument("--db", default=None, help="an existing index (default: build one in --workdir)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--requests", type=int, default=200, help="requests per concurrency level")
+    ap.add_argument("--seconds", type=float, default=30.0, help="time cap per concurrency level")
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("-k", type=int, default=10)
+    ap.add_argument("--target", default="all")
+    ap.add_argument("--files", type=int, default=24, help="esc50 clips and tuxpaint triples to index (each)")
+    ap.add_argument("--workdir", default=str(ROOT / "benchmarks" / "results" / "serve_load_work"))
+    ap.add_argument("--startup-timeout", type=float, default=300.0)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve_load.json"))
+    args = ap.parse_args(argv)
+    console = Console()
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    model = args.model or str(tiny_checkpoint(workdir))
+    corpus = None
+    if args.db:
+        db = args.db
+    else:
+        name = "tiny" if args.model is None else Path(str(args.model)).stem
+        db = str(workdir / f"db-{name}-{args.files}")
+        if not Path(db).exists():
+            console.print(f"building the index {db} ...")
+            corpus = build_index(Path(db), model, workdir, args.files, args.device)
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = workdir / "server.log"
+    proc = start_server(db, model, args.device, port, log)
+    levels = []
+    try:
+        startup = wait_healthy(base, proc, args.startup_timeout, log)
+        info = httpx.get(f"{base}/api/info", timeout=30).json()
+        run_level(base, 1, args.warmup, 60, args.k, args.target)
+        for c in args.concurrency:
+            s0 = httpx.get(f"{base}/api/info", timeout=30).json()["stats"]
+            level = run_level(base, c, args.requests, args.seconds, args.k, args.target)
+            s1 = httpx.get(f"{base}/api/info", timeout=30).json()["stats"]
+            batches = s1["text_batches"] - s0["text_batches"]
+            level["texts_per_model_call"] = round((s1["texts_embedded"] - s0["texts_embedded"]) / batches, 2) \
+                if batches else None
+            levels.append(level)
+            console.print(f"concurrency {c}: {level['requests_per_s']} req/s, p50 {level['p50_ms']} ms")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    table = Table(title=f"acsearch serve: GET /api/search text queries (k={args.k}, target={args.target})")
+    for col in ("concurrency", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "texts/model call"):
+        table.add_column(col, justify="right")
+    for lv in levels:
+        table.add_row(str(lv["concurrency"]), str(lv["requests"]), str(lv["errors"]), f"{lv['requests_per_s']:.1f}",
+                      f"{lv['p50_ms']:.1f}", f"{lv['p95_ms']:.1f}", f"{lv['p99_ms']:.1f}",
+                      str(lv["texts_per_model_call"] or "-"))
+    console.print(table)
+    rows = info["tables"]
+    meta = {
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
+        "model": info["model"]["display_name"], "model_sha256": info["model"]["sha256"][:16],
+        "device": info["model"]["device"], "precision": info["model"]["precision"],
+        "rows": {m: t["rows"] for m, t in rows.items()}, "corpus_build": corpus,
+        "server_startup_s": round(startup, 2), "k": args.k, "target": args.target,
+        "requests_per_level": args.requests, "seconds_cap": args.seconds,
+        "cpu_count": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
+        "platform": platform.platform(), "python": platform.python_version(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    console.print(f"rows: {meta['rows']}  server start: {meta['server_startup_s']} s  "
+                  f"1-min load average: {meta['load_avg_1m']} on {meta['cpu_count']} CPUs")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "results": levels}, indent=2))
+    console.print(f"wrote {out}")
+    return 0 if all(lv["errors"] == 0 for lv in levels) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
