@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -28,10 +28,10 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(image, dtype=np.float64)
         lo, hi = (0.0, 65535.0) if image.mode.startswith("I;16") else (float(arr.min()), float(arr.max()))
-        if image.mode == "F" and 0.0 <= lo and hi <= 1.0:
+        if image.mode == "F" and lo >= 0.0 and hi <= 1.0:
             lo, hi = 0.0, 1.0
         scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo) * 255.0
-        return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L").convert("RGB")
+        return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8)).convert("RGB")
     has_alpha = image.mode in ("RGBA", "LA", "La", "RGBa", "PA") or (
         image.mode == "P" and "transparency" in image.info
     )
