@@ -34,6 +34,8 @@ def info_command(
     for name, t in (info.get("tables") or {}).items():
         vi = t.get("vector_index") or {}
         size = vi.get("index_bytes")
+        if isinstance(size, dict):  # {"ram": ..., "disk_extra": ...}
+            size = size.get("ram", 0) + size.get("disk_extra", 0)
         table.add_row(t.get("table", name), str(t.get("rows", "-")), str(t.get("version", "-")),
                       str(vi.get("kind", "none")), f"{size / 1e6:.1f} MB" if size else "-",
                       ", ".join(t.get("lancedb_indexes") or []) or "-")
