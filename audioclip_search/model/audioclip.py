@@ -83,11 +83,15 @@ class AudioCLIP(nn.Module):
     def encode_text(self, token_ids: torch.Tensor) -> torch.Tensor:
         """(B, 77) int64 token ids -> (B, embed_dim), not normalised; pooled at the EOT token."""
         token_ids = token_ids.to(self.device)
-        x = self.token_embedding(token_ids).type(self.dtype)
-        x = x + self.positional_embedding.type(self.dtype)
-        x = self.transformer(x, causal_mask(x.shape[1], x.device))
+        eot_index = token_ids.argmax(dim=-1)  # EOT has the largest id
+        # Under the causal mask no position attends to a later one, so the padding after the last
+        # EOT cannot change any EOT output: running only up to it gives the same numbers, faster.
+        length = int(eot_index.max()) + 1 if token_ids.numel() else token_ids.shape[1]
+        x = self.token_embedding(token_ids[:, :length]).type(self.dtype)
+        x = x + self.positional_embedding[:length].type(self.dtype)
+        x = self.transformer(x, causal_mask(length, x.device))
         x = self.ln_final(x).type(self.dtype)
-        eot = x[torch.arange(x.shape[0], device=x.device), token_ids.argmax(dim=-1)]
+        eot = x[torch.arange(x.shape[0], device=x.device), eot_index]
         return eot @ self.text_projection
 
     def logit_scales(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

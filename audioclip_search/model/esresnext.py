@@ -112,9 +112,13 @@ class ESResNeXtFBSP(nn.Module):
 
     def spectrogram(self, audio: torch.Tensor) -> torch.Tensor:
         """dB spectrogram (B, C, 3, 341, frames): the input planes of conv1."""
-        filterbank = self.fbsp.filterbank(self.n_fft, torch.get_default_dtype(), audio.device)
-        self.last_filterbank = filterbank
-        return power_spectrogram_db(audio, self.window, filterbank, self.hop_length, self.conv1.in_channels)
+        # The front end stays float32 under autocast: its filters' arguments reach ~3200 rad and the
+        # quiet bins of real audio depend on every bit (see model/fbsp.py).
+        with torch.autocast(audio.device.type, enabled=False):
+            filterbank = self.fbsp.filterbank(self.n_fft, torch.get_default_dtype(), audio.device)
+            self.last_filterbank = filterbank
+            return power_spectrogram_db(audio.float(), self.window.float(), filterbank, self.hop_length,
+                                        self.conv1.in_channels)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) spectrogram planes -> pooled (N, features)."""
