@@ -13,6 +13,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,8 @@ def live_server(tmp_path_factory, tiny_encoder):
 
 
 def _raw_http(base: str, request_line: str) -> tuple[int, bytes]:
-    host, port = base.removeprefix("http://").split(":")
+    parsed = urllib.parse.urlsplit(base)
+    host, port = parsed.hostname, parsed.port
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(f"{request_line}\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode("latin-1"))
         data = b""
