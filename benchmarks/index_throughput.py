@@ -1,6 +1,6 @@
 """End-to-end `acsearch index` throughput against the model-only encode throughput.
 
-    python benchmarks/index_throughput.py [--clips 48] [--arch audioclip-rn50] [--workers 1]
+    python benchmarks/index_throughput.py [--clips 48] [--arch audioclip-rn50] [--workers N]
 
 Copies real 5 s ESC-50 clips (../shared/data/esc50-mini, repeated under new names when more are
 asked for) into a temporary folder, then measures
@@ -31,7 +31,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=48)
     parser.add_argument("--arch", default="audioclip-rn50")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=None, help="default: the indexer's auto choice")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "index_throughput.json")

@@ -51,7 +51,7 @@ def index_command(
     precision: str = precision_option(),
     batch_size: int = typer.Option(None, "--batch-size", min=1,
                                    help="Items per model call (default: sized to the device)."),
-    workers: int = typer.Option(2, "--workers", min=0,
+    workers: int = typer.Option(None, "--workers", min=0, show_default="auto: 0 on CPU, up to 8 on GPU",
                                 help="Decoding worker processes (0: decode in the main process)."),
     captions: Path = typer.Option(None, "--captions", help="CSV or JSONL manifest: path + caption and/or labels."),
     prune: bool = typer.Option(False, "--prune", help="Drop rows of files under PATHS that disappeared."),

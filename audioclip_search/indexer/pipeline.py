@@ -7,6 +7,7 @@ same command again picks up exactly the files still missing. Bad files are repor
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from .windows import WindowSpec, split_windows
 class IndexOptions:
     captions: Path | None = None
     prune: bool = False
-    workers: int = 2
+    workers: int | None = None  # decoding processes; None = auto (see auto_workers)
     batch_size: int | None = None  # items per encoder call; None = the encoder's micro-batch x 4
     window: WindowSpec = field(default_factory=WindowSpec)
     limits: AudioLimits = field(default_factory=AudioLimits)
@@ -78,6 +79,16 @@ def _changed(source: SourceFile, state) -> bool:  # noqa: ANN001 - store.FileSta
 
 def _under(path: str, roots: list[Path]) -> bool:
     return any(path == str(r) or path.startswith(str(r).rstrip("/") + "/") for r in roots)
+
+
+def auto_workers(device_type: str) -> int:
+    """Decoding processes when not given: none on CPU, where the model's threads already use every
+    core and decoding (~5 ms a clip against ~300 ms of encoding) is cheaper in-process than a
+    worker's start-up and its competition for the cores (measured: 8 % pipeline overhead in-process
+    vs 22 % with 2 workers on 2 cores); on a GPU, up to 8 workers keep the device fed."""
+    if device_type == "cpu":
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
 def refresh_vector_index(store, modality: str) -> None:  # noqa: ANN001 - store.Store
@@ -161,7 +172,10 @@ class IndexRunner:
         done = 0
         total = len(files)
         self.progress(modality, 0, total)
-        stream = iter(read_files(files, self.options.workers, self.options.limits,
+        workers = self.options.workers
+        if workers is None:
+            workers = auto_workers(self.encoder.device.type)
+        stream = iter(read_files(files, workers, self.options.limits,
                                  self.encoder.model.config.image_resolution))
         while True:
             with _Timer(self.report, "read"):
