@@ -12,16 +12,17 @@ builds and times each method through the product code path (``VectorIndex.build`
 
 - ``numpy``: ``matrix @ q`` + ``argpartition`` over the flat index's own storage (no extra copy);
 - ``faiss_flat``: exact ``IndexFlatIP`` (its results are the ground truth);
-- ``faiss_ivf_flat`` / ``faiss_ivf_pq``: the approximate indexes of the ``auto`` policy, with the
-  ``nprobe`` auto-tuned at build time (target recall@10 0.95 on 200 table rows, leave-one-out);
+- ``faiss_ivf_flat`` / ``faiss_ivf_pq``: the approximate indexes of the ``auto`` policy, with
+  ``nprobe`` (and IVF-PQ's ``refine_factor``) auto-tuned at build time (target recall@10 0.95 on
+  200 table rows held out of the index while tuning);
   a small ``nprobe`` sweep is recorded in the JSON;
 - ``faiss_hnsw``: ``IndexHNSWFlat`` M=32 (only for n <= ``--hnsw-max``: slow to build at dim 1024);
 - ``lancedb_ivf_pq`` (and ``lancedb_ivf_hnsw_sq`` for n <= ``--hnsw-max``): LanceDB's own index via
   ``table.create_index`` with ``num_partitions = sqrt(n)`` (LanceDB's advice), ``num_sub_vectors =
   dim / 16``, k-means with the same budget as FAISS (10 iterations, 32 rows per partition; LanceDB's
-  defaults of 50 and 256 took 7 minutes at n = 10^5 on the 2-core box); a grid of
-  ``nprobes`` x ``refine_factor`` (x ``ef``) is scored on 50 queries and the fastest setting reaching
-  recall@10 >= 0.95 (else the most accurate one) is then timed on all queries.
+  defaults of 50 and 256 took 7 minutes at n = 10^5 on the 2-core box); a grid of ``nprobes``
+  (8..256) x ``refine_factor`` (none, 10, 30, 100) (x ``ef``) is scored on 50 queries and the fastest
+  setting reaching recall@10 >= 0.95 (else the most accurate one) is then timed on all queries.
 
 Latency: one query at a time (batch size 1), after 20 warm-up queries, on a held index / table
 handle (``VectorIndex.search``, LanceDB ``table.search``: the per-call table-version check of
@@ -252,7 +253,7 @@ def bench_size(n: int, args: argparse.Namespace, centres: np.ndarray, emit: Any)
         size_b = sum(int(ix.size_bytes or 0) for ix in tbl.list_indices() if "embedding" in ix.columns)
         grid: list[dict[str, Any]] = []
         nprobes = [p for p in (8, 16, 32, 64, 128, 256) if p <= parts] or [parts]
-        refines = [None, 5, 10] if itype == "IVF_PQ" else [None]
+        refines = [None, 10, 30, 100] if itype == "IVF_PQ" else [None]
         efs = [None] if itype == "IVF_PQ" else [64, 160, 400]
         sub = queries[:50]
         for npb in nprobes:

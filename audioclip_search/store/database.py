@@ -6,9 +6,12 @@ Opening::
     store = Store.open("s3://bucket/db", table_set="clap", create=False, read_only=True)
     store.bind_model("audioclip-full", sha256, 1024)   # records, or raises ModelMismatchError
 
-Writing (each call is ONE LanceDB commit, so a crash leaves every file fully old or fully new)::
+Writing (every file's rows change in ONE LanceDB commit, so a crash leaves each file fully old or
+fully new, never duplicated)::
 
     store.upsert_files("audio", rows)          # replaces all rows of every path in `rows`
+    store.upsert_files("audio", rows, delete_paths=[...], single_commit=True)  # whole batch at once
+    store.add_rows("audio", rows)              # bulk first load: insert ids not present yet
     store.delete_paths("audio", ["/gone.wav"]) # --prune
     store.optimize()                           # compaction + scalar indexes; call after a big run
 

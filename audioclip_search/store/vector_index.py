@@ -23,9 +23,10 @@ Index policy (``kind="auto"``, inner product on L2-normalised vectors = cosine s
   instead of 4000 centroid comparisons each, and a query saves the 16 MB centroid scan. Scores of
   returned rows are exact.
 - larger: ``IVF-PQ`` with ``dim/16`` sub-quantizers of 8 bits (64 bytes a vector at dim 1024)
-  and a refine step: the ``k * refine_factor`` (16) best PQ candidates are re-scored exactly with
+  and a refine step: the ``k * refine_factor`` best PQ candidates are re-scored exactly with
   float16 copies of the vectors kept in a memory-mapped ``.f16.npy`` beside the index (2 bytes a
-  dimension on disk, read only for candidates). ``refine=False`` drops that file.
+  dimension on disk, read only for candidates). ``refine_factor`` is tuned with ``nprobe``
+  (16, 32, ... 256: the first reaching the target); ``refine=False`` drops the file.
 - ``kind="hnsw"`` (``IndexHNSWFlat`` M=32, efConstruction=80, in an ``IndexIDMap2``) is available
   explicitly; at dim 1024 its build is far slower than IVF on 2 cores, so ``auto`` never picks it.
 
@@ -111,6 +112,7 @@ TRAIN_POINTS_PER_LIST = 32
 KMEANS_ITERATIONS = 10
 PQ_DIMS_PER_SUBQUANTIZER = 16
 REFINE_FACTOR = 16
+REFINE_LADDER = (16, 32, 64, 128, 256)
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 TARGET_RECALL = 0.95
@@ -445,7 +447,7 @@ class VectorIndex:
         nprobe: int | None = None,
         pq_m: int | None = None,
         refine: bool = True,
-        refine_factor: int = REFINE_FACTOR,
+        refine_factor: int | None = None,
         hnsw_m: int = HNSW_M,
         ef_construction: int = HNSW_EF_CONSTRUCTION,
         ef_search: int | None = None,
@@ -494,7 +496,8 @@ class VectorIndex:
             params["quantizer"] = "hnsw32" if params["nlist"] > HNSW_QUANTIZER_FROM else "flat"
             if kind == "ivf_pq":
                 m = int(pq_m or _pq_m(dim))
-                params.update(pq_m=m, pq_nbits=8, refine=bool(refine), refine_factor=int(refine_factor))
+                rf = int(refine_factor or REFINE_FACTOR)
+                params.update(pq_m=m, pq_nbits=8, refine=bool(refine), refine_factor=rf)
         elif kind == "hnsw":
             params.update(hnsw_m=int(hnsw_m), ef_construction=int(ef_construction))
         train_n = 0
@@ -602,6 +605,10 @@ class VectorIndex:
         if kind == "ivf_flat" or kind == "ivf_pq":
             if nprobe:
                 params["nprobe"] = int(nprobe)
+            elif truth is not None and kind == "ivf_pq":
+                params["nprobe"], rec = vi._tune_pq(truth.finish(), target_recall, tune_refine=refine_factor is None)
+                manifest["tuning"] = {"target_recall": target_recall, "recall_at_10": rec, "queries": tune_n,
+                                      "method": "held-out table rows"}
             elif truth is not None:
                 params["nprobe"], rec = vi._tune("nprobe", truth.finish(), target_recall)
                 manifest["tuning"] = {"target_recall": target_recall, "recall_at_10": rec, "queries": tune_n,
@@ -629,7 +636,8 @@ class VectorIndex:
             vi._to_gpu()
         return vi
 
-    def _tune(self, what: str, tuning: _Tuning, target: float) -> tuple[int, float]:
+    def _tune(self, what: str, tuning: _Tuning, target: float, *, stop_on_plateau: bool = False) -> tuple[int, float]:
+        """Smallest ``nprobe`` / ``ef_search`` on the ladder reaching ``target`` recall@10 (else the best)."""
         ladder: list[int]
         if what == "nprobe":
             nl = int(self.manifest["params"]["nlist"])
@@ -637,6 +645,7 @@ class VectorIndex:
         else:
             ladder = list(EF_LADDER)
         best = (ladder[-1], 0.0)
+        flat_steps = 0
         for value in ladder:
             _, labels = self._search_labels(
                 tuning.queries, TUNE_K + 1, nprobe=value if what == "nprobe" else None,
@@ -644,11 +653,36 @@ class VectorIndex:
             )
             found = _drop_self(labels, tuning.labels, TUNE_K)  # no-op for held-out rows
             rec = _recall(found, tuning.truth)
-            if rec > best[1]:
-                best = (value, rec)
             if rec >= target:
                 return value, round(rec, 4)
+            flat_steps = flat_steps + 1 if rec < best[1] + 0.003 else 0
+            if rec > best[1]:
+                best = (value, rec)
+            if stop_on_plateau and flat_steps >= 2:  # more lists will not help: PQ error dominates
+                break
         return best[0], round(best[1], 4)
+
+    def _tune_pq(self, tuning: _Tuning, target: float, tune_refine: bool) -> tuple[int, float]:
+        """IVF-PQ: tune nprobe for growing refine factors until the target recall is met.
+
+        With many near-ties (10^6 rows) PQ ranking plateaus below the target whatever nprobe is;
+        re-scoring more candidates exactly is what lifts it (each candidate costs 2*dim bytes read).
+        """
+        p = self.manifest["params"]
+        factors = [f for f in REFINE_LADDER if f >= p["refine_factor"]] if tune_refine else [p["refine_factor"]]
+        if not factors or not p.get("refine"):
+            factors = [p["refine_factor"]]
+        best: tuple[int, float, int] | None = None
+        for rf in factors:
+            p["refine_factor"] = rf
+            nprobe, rec = self._tune("nprobe", tuning, target, stop_on_plateau=True)
+            if best is None or rec > best[1] + 0.003:
+                best = (nprobe, rec, rf)
+            if rec >= target:
+                break
+        assert best is not None
+        p["refine_factor"] = best[2]
+        return best[0], best[1]
 
     # ---------------------------------------------------------------- persistence
     def _save(self, store: Store, token: str, started: float) -> None:
@@ -745,7 +779,7 @@ class VectorIndex:
             nlist=p.get("nlist") if trained is not None else None,
             pq_m=p.get("pq_m"),
             refine=bool(p.get("refine", True)),
-            refine_factor=int(p.get("refine_factor", REFINE_FACTOR)),
+            refine_factor=None,
             hnsw_m=int(p.get("hnsw_m", HNSW_M)),
             ef_construction=int(p.get("ef_construction", HNSW_EF_CONSTRUCTION)),
             device=self.device,  # type: ignore[arg-type]
