@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
-class InputError(Exception):
+class AudioClipSearchError(Exception):
+    """Root of every error the product raises on purpose; the CLI maps it to one line and exit 2."""
+
+
+class InputError(AudioClipSearchError):
     """A file that cannot be used: carries the path and a one-line reason."""
 
     def __init__(self, path: str | Path, reason: str):
@@ -22,5 +26,5 @@ class ImageLoadError(InputError):
     """Unreadable, empty, truncated or not an image."""
 
 
-class CheckpointError(Exception):
+class CheckpointError(AudioClipSearchError):
     """A checkpoint that is missing, corrupt, or does not fit the model."""
