@@ -7,7 +7,6 @@ only when the tool is missing (CI installs both: `apt-get install ffmpeg sox`).
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import struct

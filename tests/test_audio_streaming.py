@@ -14,9 +14,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from tests.audio_files import CODECS, SNDFILE_FORMATS, encode
 from audioclip_search.audio import MODEL_SAMPLE_RATE, AudioLimits, load_audio, probe_audio, stream_audio
 from audioclip_search.errors import AudioLoadError
+from tests.audio_files import CODECS, SNDFILE_FORMATS, encode
 
 FORMATS = sorted(set(CODECS) | set(SNDFILE_FORMATS) | {".wav"})
 
@@ -158,7 +158,8 @@ def test_fuzzed_files_are_decoded_or_refused_never_crash(tmp_path, shared_data):
                     data = data[: int(rng.integers(1, len(data)))]
                 else:  # 1 to 64 flipped bits, some in the header region
                     for _ in range(int(rng.integers(1, 65))):
-                        pos = int(rng.integers(0, min(len(data), 512))) if k % 3 == 0 else int(rng.integers(0, len(data)))
+                        span = min(len(data), 512) if k % 3 == 0 else len(data)
+                        pos = int(rng.integers(0, span))
                         data[pos] ^= 1 << int(rng.integers(0, 8))
                 path = tmp_path / f"fuzz{i}-{k}{suffix}"
                 path.write_bytes(bytes(data))

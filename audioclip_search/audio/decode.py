@@ -97,7 +97,9 @@ DEFAULT_BLOCK_SECONDS = 60.0
 # libsndfile backend
 # ---------------------------------------------------------------------------------------------
 
-_EXACT_LENGTH_SUBTYPES = frozenset({"PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE", "ULAW", "ALAW"})
+_EXACT_LENGTH_SUBTYPES = frozenset(
+    {"PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE", "ULAW", "ALAW"}
+)
 
 
 def _sndfile_failure(exc: BaseException) -> DecodeFailure:
@@ -153,7 +155,8 @@ class _SndfileSource:
             try:
                 data = f.read(want, dtype="float32", always_2d=True)
             except MemoryError:
-                raise DecodeFailure(f"not enough memory to decode {f.frames / f.samplerate:.1f} s", final=True) from None
+                seconds = f.frames / f.samplerate
+                raise DecodeFailure(f"not enough memory to decode {seconds:.1f} s", final=True) from None
             except Exception:  # "flac decoder lost sync" and similar: the data is damaged
                 raise DecodeFailure(REASON_CORRUPT, final=True) from None
             if data.shape[0] == 0:
@@ -267,6 +270,7 @@ class _AvSource:
     def blocks(self, block_frames: int | None) -> Iterator[np.ndarray]:
         limit = None if self._limits.max_seconds is None else self._limits.max_seconds * self.info.sample_rate
         stated = self._stated_frames
+        held_back = _MAX_TRAILING_PADDING if stated > 0 else 0  # possible padding, cut at the end
         pending: list[np.ndarray] = []
         pending_frames = total = 0
         for planar in self._frames():
@@ -275,9 +279,9 @@ class _AvSource:
             total += planar.shape[1]
             if limit is not None and total > limit:
                 check_duration(total, self.info.sample_rate, self._limits, at_least=True)
-            if block_frames is not None and pending_frames >= block_frames + (_MAX_TRAILING_PADDING if stated > 0 else 0):
+            if block_frames is not None and pending_frames >= block_frames + held_back:
                 block = np.concatenate(pending, axis=1)
-                keep = block.shape[1] - (_MAX_TRAILING_PADDING if stated > 0 else 0)
+                keep = block.shape[1] - held_back
                 pending, pending_frames = [block[:, keep:]], block.shape[1] - keep
                 yield np.ascontiguousarray(block[:, :keep].T)
         if pending_frames:

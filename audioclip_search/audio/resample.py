@@ -5,8 +5,9 @@ phase, pass band flat to about 91 % of the lower Nyquist frequency, stop band be
 designs its filter for any rate pair, so odd rates (44056 Hz, Mac 22254 Hz, 192 kHz) cost no more
 than common ones and need no dense kernel.
 
-Output length is ``floor(n * new_rate / old_rate + 1/2)`` (libsoxr's rule, :func:`resampled_length`), and a file resampled in
-blocks by :class:`StreamResampler` gives exactly the samples of one :func:`resample` call.
+Output length is ``floor(n * new_rate / old_rate + 1/2)`` (libsoxr's rule, :func:`resampled_length`),
+and a file resampled in blocks by :class:`StreamResampler` gives exactly the samples of one
+:func:`resample` call.
 """
 
 from __future__ import annotations
