@@ -102,6 +102,14 @@ _EXACT_LENGTH_SUBTYPES = frozenset(
 )
 
 
+def _encodable(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _sndfile_failure(exc: BaseException) -> DecodeFailure:
     """Map a libsndfile open error to a reason; not final, so PyAV gets a chance."""
     code = getattr(exc, "code", None)
@@ -119,12 +127,14 @@ class _SndfileSource:
     def __init__(self, path: Path, limits: AudioLimits, container: str | None):
         import soundfile
 
-        # Through a Python file object: any file name (Latin-1 bytes included) reaches libsndfile.
-        self._fh = open(path, "rb")  # noqa: SIM115 - closed in close()
+        # A name libsndfile can take directly is opened by name (its own I/O is fastest); any other
+        # (Latin-1 bytes from an old archive) goes through a Python file object.
+        self._fh = None if _encodable(path) else open(path, "rb")  # noqa: SIM115 - closed in close()
         try:
-            self._file = soundfile.SoundFile(self._fh)
+            self._file = soundfile.SoundFile(str(path) if self._fh is None else self._fh)
         except Exception as exc:  # LibsndfileError, TypeError/RuntimeError from odd headers
-            self._fh.close()
+            if self._fh is not None:
+                self._fh.close()
             raise _sndfile_failure(exc) from None
         f = self._file
         try:
@@ -146,7 +156,8 @@ class _SndfileSource:
 
     def close(self) -> None:
         self._file.close()
-        self._fh.close()
+        if self._fh is not None:
+            self._fh.close()
 
     def blocks(self, block_frames: int | None) -> Iterator[np.ndarray]:
         f, total = self._file, 0
