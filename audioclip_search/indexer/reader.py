@@ -15,6 +15,7 @@ their pieces must arrive in order and unpickled.
 from __future__ import annotations
 
 import hashlib
+import math
 import multiprocessing
 from collections import deque
 from collections.abc import Iterator
@@ -151,7 +152,7 @@ def is_long_audio(source: SourceFile, limits: AudioLimits) -> bool:
         info = probe_audio(source.path, limits)
     except InputError:
         return False  # the worker reports the reason
-    return not info.duration == info.duration or info.duration > LONG_AUDIO_SECONDS  # NaN: unknown
+    return math.isnan(info.duration) or info.duration > LONG_AUDIO_SECONDS  # NaN: length unknown
 
 
 def _worker_init() -> None:
