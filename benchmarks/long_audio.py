@@ -37,7 +37,7 @@ def write_long(path: Path, seconds: float, rate: int, channels: int, silent: boo
     """Write ``seconds`` of audio block by block (never the whole signal in memory)."""
     rng = np.random.default_rng(0)
     block = rate * 10
-    subtype = "PCM_16" if fmt == "WAV" else "PCM_24"
+    subtype = "PCM_16"
     with sf.SoundFile(path, "w", samplerate=rate, channels=channels, format=fmt, subtype=subtype) as f:
         written = 0
         total = int(seconds * rate)
@@ -48,7 +48,7 @@ def write_long(path: Path, seconds: float, rate: int, channels: int, silent: boo
             else:
                 t = (written + np.arange(n)) / rate
                 tone = 0.3 * np.sin(2 * np.pi * (200 + 50 * np.sin(2 * np.pi * t / 60)) * t)
-                data = (tone[:, None] + 0.05 * rng.standard_normal((n, channels))).astype(np.float32)
+                data = (tone[:, None] + 0.01 * rng.standard_normal((n, channels))).astype(np.float32)
             f.write(data)
             written += n
     return path
