@@ -27,6 +27,7 @@ from pathlib import Path
 
 from .._version import __version__
 from ..errors import CheckpointError
+from ..fileio import atomic_write_text, fsync_dir
 from .registry import REGISTRY, CheckpointEntry, cached_path, get_entry, is_offline
 
 PathLike = str | os.PathLike[str]
@@ -96,15 +97,12 @@ def write_marker(path: PathLike, digest: str) -> None:
     """Record a verified hash next to the file; best effort (a read-only folder is not an error)."""
     path = Path(path)
     marker = marker_path(path)
-    tmp = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
     try:
         st = path.stat()
         payload = {"sha256": digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "file": path.name}
-        tmp.write_text(json.dumps(payload) + "\n", encoding="utf-8")
-        os.replace(tmp, marker)
+        atomic_write_text(marker, json.dumps(payload) + "\n")
     except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        pass
 
 
 def _drop_marker(path: Path) -> None:
@@ -399,6 +397,8 @@ class _Transfer:
                     written += len(block)
                     self.hashed = written
                     self.bar.advance(len(block))
+                out.flush()
+                os.fsync(out.fileno())  # on disk before it is renamed into place
         if written < size:
             raise _Retryable(f"connection closed after {written} of {size} bytes")
 
@@ -476,6 +476,7 @@ def download_checkpoint(
                     f"{entry.sha256}, got {digest}; the download was deleted, try again"
                 )
             os.replace(part, dest)
+            fsync_dir(dest.parent)
             write_marker(dest, digest)
     except OSError as exc:  # local trouble: permissions, a full disk, a vanished folder
         where = exc.filename or dest.parent

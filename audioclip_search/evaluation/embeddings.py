@@ -17,8 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..datasets.base import Dataset, DatasetError, Item
+from ..fileio import atomic_write, atomic_write_text
 
 __all__ = [
     "CACHE_VERSION",
@@ -142,22 +141,10 @@ class EmbeddingCache:
         npy, meta = self._paths(key)
         try:
             npy.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(npy, lambda fh: np.save(fh, np.asarray(vector, dtype=np.float32), allow_pickle=False))
-            _atomic_write(meta, lambda fh: fh.write(json.dumps(key, sort_keys=True).encode("utf-8")))
+            atomic_write(npy, lambda fh: np.save(fh, np.asarray(vector, dtype=np.float32), allow_pickle=False))
+            atomic_write_text(meta, json.dumps(key, sort_keys=True))
         except OSError:
             self.write_errors += 1  # a read-only or full cache must not stop an evaluation
-
-
-def _atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 @contextlib.contextmanager

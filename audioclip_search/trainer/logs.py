@@ -19,6 +19,8 @@ from typing import Any
 
 from rich.console import Console
 
+from ..fileio import atomic_write_text
+
 __all__ = ["Display", "MetricsLog", "format_eta"]
 
 BASE_COLUMNS = ["kind", "epoch", "step", "loss", "lr", "samples_per_s", "skipped", "elapsed_s"]
@@ -63,16 +65,15 @@ class MetricsLog:
         return out
 
     def _rewrite(self, records: list[dict[str, Any]]) -> None:
-        with open(self.jsonl, "w", encoding="utf-8") as fh:
-            for r in records:
-                fh.write(json.dumps(r) + "\n")
+        """Replace both files with ``records`` (atomically: a kill while resuming loses nothing)."""
+        atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in records))
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=self.columns, extrasaction="ignore")
         writer.writeheader()
         for r in records:
             if r.get("kind") in ("train", "val"):
                 writer.writerow({k: _clean(r.get(k, "")) for k in self.columns})
-        self.csv.write_text(buf.getvalue(), encoding="utf-8")
+        atomic_write_text(self.csv, buf.getvalue())
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:

@@ -50,10 +50,10 @@ from torch.utils.data import DataLoader
 from ..audio import to_model_scale
 from ..crashpoints import crash_point
 from ..devices import autocast, resolve_device, resolve_precision
+from ..fileio import atomic_write_text
 from .augment import Augmenter
 from .checkpointing import (
     atomic_save,
-    atomic_write_text,
     capture_rng,
     export_audio_head,
     export_audioclip,
@@ -142,7 +142,7 @@ def _train(config: TrainConfig, out_dir: Path, resume: bool, env: DistEnv, devic
         report = out_dir / "missing_files.txt"
         if env.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
-            report.write_text("\n".join(map(str, missing)) + "\n", encoding="utf-8")
+            atomic_write_text(report, "\n".join(map(str, missing)) + "\n")
         raise MissingFilesError(missing, checked, report)
     splits = source.splits(config.data)
     plan = plan_stage(config, source, has_val=all(bool(s.val) for s in splits))
