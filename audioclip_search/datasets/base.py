@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from ..errors import AudioClipSearchError
+
 MODEL_SAMPLE_RATE = 44100
 
 __all__ = [
@@ -41,7 +43,7 @@ __all__ = [
 ]
 
 
-class DatasetError(Exception):
+class DatasetError(AudioClipSearchError):
     """The dataset cannot be used as given: a missing folder, file, CSV column, or fold."""
 
 
