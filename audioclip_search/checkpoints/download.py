@@ -24,11 +24,16 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .._version import __version__
 from ..errors import CheckpointError
 from ..fileio import atomic_write_text, fsync_dir
+from ..progress import make_progress
 from .registry import REGISTRY, CheckpointEntry, cached_path, get_entry, is_offline
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 PathLike = str | os.PathLike[str]
 
@@ -243,16 +248,10 @@ def _file_lock(path: Path, quiet: bool) -> Iterator[None]:
         os.close(fd)
 
 
-class _NoBar:
-    def set(self, completed: int) -> None:
-        pass
+class _Bar:
+    """What the transfer reports to: the shared progress display's task for this file."""
 
-    def advance(self, n: int) -> None:
-        pass
-
-
-class _RichBar:
-    def __init__(self, progress, task) -> None:
+    def __init__(self, progress: Progress, task: TaskID) -> None:
         self._progress = progress
         self._task = task
 
@@ -264,32 +263,9 @@ class _RichBar:
 
 
 @contextlib.contextmanager
-def _progress_bar(entry: CheckpointEntry, enabled: bool) -> Iterator[_NoBar | _RichBar]:
-    if not enabled:
-        yield _NoBar()
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=False,
-    )
-    with progress:
-        task = progress.add_task(entry.filename, total=entry.size)
-        yield _RichBar(progress, task)
+def _progress_bar(entry: CheckpointEntry, enabled: bool) -> Iterator[_Bar]:
+    with make_progress("bytes", quiet=not enabled) as progress:
+        yield _Bar(progress, progress.add_task(entry.filename, total=entry.size))
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,11 +14,10 @@ overlap; the order of the results is always the order of the input.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,6 @@ __all__ = [
     "default_cache_dir",
     "embed_audio_items",
     "embed_image_paths",
-    "progress_bar",
 ]
 
 CACHE_VERSION = 1
@@ -147,28 +145,6 @@ class EmbeddingCache:
             self.write_errors += 1  # a read-only or full cache must not stop an evaluation
 
 
-@contextlib.contextmanager
-def progress_bar(enabled: bool = True) -> Iterator[Any]:
-    """A rich progress display on stderr (a do-nothing stand-in when disabled)."""
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
-                  transient=False) as progress:
-        yield progress
-
-
 def _embed(
     modality: str,
     paths: Sequence[Path | None],
@@ -253,7 +229,7 @@ def embed_audio_items(
     """Embed the audio of ``items`` with the dataset's evaluation preprocessing.
 
     Unreadable files become ``failures`` (path + reason) and are left out; if every file fails,
-    ``DatasetError`` is raised. ``progress``: a rich ``Progress`` (see ``progress_bar``) or None.
+    ``DatasetError`` is raised. ``progress``: a rich ``Progress`` (``progress.make_progress``) or None.
     """
     from ..errors import AudioLoadError
 

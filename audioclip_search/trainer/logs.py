@@ -20,6 +20,7 @@ from typing import Any
 from rich.console import Console
 
 from ..fileio import atomic_write_text
+from ..progress import make_progress, progress_quiet
 
 __all__ = ["Display", "MetricsLog", "format_eta"]
 
@@ -121,15 +122,16 @@ def format_eta(seconds: float) -> str:
 
 
 class Display:
-    """What a person watching sees: a rich live progress bar (loss, lr, samples/s, ETA) on a
-    terminal, plain lines otherwise, nothing on ranks other than 0 or with ``mode='none'``."""
+    """What a person watching sees: the product's progress display (``progress.make_progress``:
+    steps, loss, lr, samples/s, ETA) on a terminal, plain lines otherwise, nothing on ranks other
+    than 0 or with ``mode='none'``."""
 
     def __init__(self, mode: str = "auto", enabled: bool = True, console: Console | None = None):
         self.console = console or Console(stderr=True)
         if not enabled or mode == "none":
             self.mode = "none"
         elif mode == "auto":
-            self.mode = "rich" if self.console.is_terminal else "plain"
+            self.mode = "rich" if self.console.is_terminal and not progress_quiet() else "plain"
         else:
             self.mode = mode
         self._progress = None
@@ -140,15 +142,9 @@ class Display:
         self._started = time.perf_counter()
         self._done_at_start = done_steps
         if self.mode == "rich":
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"),
-                console=self.console, transient=False,
-            )
+            self._progress = make_progress("steps", console=self.console)
             self._progress.start()
-            self._task = self._progress.add_task(title, total=total_steps, completed=done_steps, status="", eta="?")
+            self._task = self._progress.add_task(title, total=total_steps, completed=done_steps, status="")
         elif self.mode == "plain":
             self.console.print(f"{title}: {done_steps}/{total_steps} steps done", highlight=False)
 
@@ -159,7 +155,7 @@ class Display:
         status = (f"epoch {record.get('epoch')} loss {record.get('loss', float('nan')):.4f} "
                   f"lr {record.get('lr', 0):.2e} {record.get('samples_per_s', 0):.1f} samples/s")
         if self.mode == "rich" and self._progress is not None:
-            self._progress.update(self._task, completed=step, status=status, eta=format_eta(eta))
+            self._progress.update(self._task, completed=step, status=status)
         elif self.mode == "plain":
             self.console.print(f"step {step}/{total} {status} ETA {format_eta(eta)}", highlight=False)
 
