@@ -236,12 +236,7 @@ def embed_audio_items(
     prep = dataset.preprocessing
     out = _embed("audio", [it.path for it in items], prep.load, encoder.encode_audio, (AudioLoadError,),
                  cache, dataset.name, prep.to_dict(), batch_size, progress, description)
-    wanted = sum(1 for it in items if it.path is not None)
-    if wanted and not out.indices:
-        first = out.failures[0] if out.failures else None
-        detail = f"; first: {first.path}: {first.reason}" if first else ""
-        raise DatasetError(f"{dataset.title}: all {wanted} audio files failed to load{detail}")
-    return out
+    return _require_some(out, sum(1 for it in items if it.path is not None), dataset)
 
 
 def embed_image_paths(
@@ -268,8 +263,13 @@ def embed_image_paths(
     resolution = getattr(getattr(getattr(encoder, "model", None), "config", None), "image_resolution", 224)
     out = _embed("image", list(paths), load, encode, (ImageLoadError,), cache, dataset.name,
                  {"image_resolution": resolution, "transform": "clip"}, batch_size, progress, description)
-    if paths and not out.indices:
+    return _require_some(out, len(paths), dataset)
+
+
+def _require_some(out: Embeddings, wanted: int, dataset: Dataset) -> Embeddings:
+    """``out``, unless every one of the ``wanted`` files failed: then a DatasetError naming the first."""
+    if wanted and not out.indices:
         first = out.failures[0] if out.failures else None
         detail = f"; first: {first.path}: {first.reason}" if first else ""
-        raise DatasetError(f"{dataset.title}: all {len(paths)} image files failed to load{detail}")
+        raise DatasetError(f"{dataset.title}: all {wanted} {out.modality} files failed to load{detail}")
     return out
