@@ -449,7 +449,8 @@ class Trainer:
         first_bad = next((i for i, v in enumerate(values) if not np.isfinite(v)), None)
         if all_reduce(env, 0.0 if first_bad is not None else 1.0, "min", self.device) < 1:
             if first_bad is None:
-                self._non_finite(float("nan"), interval.where[0], other_rank=True)
+                where = interval.where[0] if interval.where else (state.epoch, state.step, state.position)
+                self._non_finite(float("nan"), where, other_rank=True)
             self._non_finite(values[first_bad], interval.where[first_bad])
         for mean in interval.step_means(values):
             if mean is not None:
