@@ -3,6 +3,7 @@
     python benchmarks/train_speed.py                      # CPU: tiny, plus full-size for one step
     python benchmarks/train_speed.py --device cuda        # a GPU: full-size at batch 32, bf16 and fp32
     python benchmarks/train_speed.py --stages full --archs audioclip-rn50 --batch 16 --steps 5
+    python benchmarks/train_speed.py --loop --steps 40    # the whole training loop (trainer.train)
 
 Each row builds the stage's module exactly as ``acsearch train`` does (``trainer.tasks.build_task``:
 frozen teachers in eval mode, FBSP trained, spectrogram in float32 under autocast), feeds it
@@ -10,6 +11,9 @@ synthetic batches of 5 s clips at 44.1 kHz (+ 224 px frames and 77-token caption
 uses them) through the batched augmentations on the device, and times optimiser steps after
 warm-up (median). Data loading is measured separately: decoding real tuxpaint triples (sound +
 picture + caption) through the trainer's ``TrainingSet`` and ``collate`` on one process.
+``--loop`` instead runs ``trainer.train`` itself (tiny model, cached esc50-mini clips, no
+validation) for ``--steps`` optimiser steps and reports the loop's samples/s: what the per-batch
+bookkeeping (bad-sample counters, loss checks, logging) costs on top of the step.
 Prints a table and writes JSON (default benchmarks/results/train_speed.json).
 """
 
@@ -129,6 +133,32 @@ def bench_loading(n: int = 32) -> dict | None:
     return {"samples": n, "samples_per_s_per_worker": n / elapsed}
 
 
+def bench_loop(stage: str, device: str, batch: int, steps: int, log_every: int, clip_samples: int) -> dict | None:
+    """Samples/s of ``trainer.train`` itself, from its own metrics (the first logged interval dropped)."""
+    import tempfile
+
+    from audioclip_search.trainer import build_config, train
+
+    esc50 = SHARED_DATA / "esc50-mini"
+    if not (esc50 / "meta" / "esc50.csv").is_file():
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = ["model.arch=audioclip-tiny", "model.init=none", "data.num_workers=0", "data.cache_audio=true",
+                     f"data.clip_samples={clip_samples}", f"log.every_steps={log_every}", "log.display=none",
+                     "data.dataset=esc50", f"data.root={esc50}", "data.folds=null", "data.val_fraction=0",
+                     f"batch_size={batch}", "epochs=1000", f"max_steps={steps}", f"device={device}",
+                     "checkpoint.every_steps=0", "checkpoint.val_every=1000"]
+        cfg = build_config(stage, overrides=overrides)
+        start = time.perf_counter()
+        train(cfg, Path(tmp) / "run")
+        wall = time.perf_counter() - start
+        records = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
+    rates = [r["samples_per_s"] for r in records if r.get("kind") == "train"][1:]
+    return {"stage": stage, "batch": batch, "steps": steps, "log_every": log_every, "clip_samples": clip_samples,
+            "samples_per_s": statistics.median(rates) if rates else float("nan"), "intervals": len(rates),
+            "wall_s": wall}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
@@ -140,7 +170,11 @@ def main() -> int:
     parser.add_argument("--clip-seconds", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "train_speed.json")
+    parser.add_argument("--loop", action="store_true", help="time trainer.train itself (tiny model) instead")
+    parser.add_argument("--log-every", type=int, default=5, help="--loop: log.every_steps")
     args = parser.parse_args()
+    if args.loop:
+        return loop_main(args)
 
     from audioclip_search.devices import resolve_device
 
@@ -189,6 +223,31 @@ def main() -> int:
         "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }, indent=2))
     console.print(f"wrote {args.out}")
+    return 0
+
+
+def loop_main(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    stages = args.stages if args.stages != list(STAGES) else ["finetune"]
+    batch, steps = args.batch or 4, args.steps or 40
+    clip = int(round(args.clip_seconds * 44100)) if args.clip_seconds != 5.0 else 11025
+    console = Console(width=None if Console().is_terminal else 150)
+    rows = [r for r in (bench_loop(s, args.device, batch, steps, args.log_every, clip) for s in stages) if r]
+    table = Table(title=f"trainer.train throughput ({args.device}, {torch.get_num_threads()} threads, tiny model, "
+                        f"{clip} samples per clip)")
+    for col in ("stage", "batch", "steps", "log every", "samples/s (median interval)", "wall s"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for r in rows:
+        table.add_row(r["stage"], str(r["batch"]), str(r["steps"]), str(r["log_every"]), f"{r['samples_per_s']:.1f}",
+                      f"{r['wall_s']:.1f}")
+    console.print(table)
+    out = args.out.with_name("train_loop_speed.json") if args.out.name == "train_speed.json" else args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__, "results": rows,
+                               "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
+                              indent=2))
+    console.print(f"wrote {out}")
     return 0
 
 

@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -61,7 +60,8 @@ class FileServer:
         self.bytes_sent = 0
         self.cut_after: list[int | None] = []  # per request, in order: drop after N body bytes
         self.ignore_range = False
-        self.delay = 0.0  # seconds slept per 64 KiB chunk
+        self.gate: threading.Event | None = None  # when set up, a body is sent only once it is set
+        self.requested = threading.Event()  # a request has arrived
         self.lock = threading.Lock()
         state = self
 
@@ -77,6 +77,9 @@ class FileServer:
                 with state.lock:
                     state.requests.append({"path": name, "range": range_header})
                     cut = state.cut_after.pop(0) if state.cut_after else None
+                state.requested.set()
+                if state.gate is not None:
+                    state.gate.wait(60)
                 data = state.files.get(name)
                 if data is None:
                     self.send_error(404)
@@ -109,8 +112,6 @@ class FileServer:
                         pos += len(chunk)
                         with state.lock:
                             state.bytes_sent += len(chunk)
-                        if state.delay:
-                            time.sleep(state.delay)
                 except OSError:
                     pass
                 if cut is not None:
@@ -414,8 +415,21 @@ def test_wrong_size_cached_file_is_reported_then_replaced_by_download(entry, cac
     assert download_checkpoint("test-blob", progress=False).read_bytes() == PAYLOAD
 
 
-def test_two_concurrent_downloads_fetch_once(entry, server, cache):
-    server.delay = 0.005
+def test_two_concurrent_downloads_fetch_once(entry, server, cache, monkeypatch):
+    import fcntl
+
+    server.gate = threading.Event()  # the first download stays mid-transfer, holding the lock
+    contended = threading.Event()
+    real_flock = fcntl.flock
+
+    def flock(fd, operation):
+        try:
+            return real_flock(fd, operation)
+        except BlockingIOError:
+            contended.set()  # the non-blocking try found the lock taken: the caller now waits for it
+            raise
+
+    monkeypatch.setattr(fcntl, "flock", flock)
     results, errors = [], []
 
     def run():
@@ -425,9 +439,11 @@ def test_two_concurrent_downloads_fetch_once(entry, server, cache):
             errors.append(exc)
 
     threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-        time.sleep(0.05)
+    threads[0].start()
+    assert server.requested.wait(60), "the first download never reached the server"
+    threads[1].start()
+    assert contended.wait(60), "the second download did not wait for the first one's lock"
+    server.gate.set()
     for t in threads:
         t.join(timeout=60)
     assert not errors

@@ -258,22 +258,12 @@ def test_sigkill_mid_run_then_rerun_indexes_each_file_once(tmp_path, tiny_checkp
     db = tmp_path / "db"
     cmd = _acsearch("index", str(folder), "--db", str(db), "--model", str(tiny_checkpoint),
                     "--workers", "0", "--commit-every", "2", "--no-vector-index")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    killed_with = 0
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-            if (db / "audio.lance").exists():
-                killed_with = Store.open(db, create=False, read_only=True).count("audio")
-                if killed_with >= 4:
-                    break
-        assert proc.poll() is None, "indexing finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # SIGKILL right after the indexer's second commit (a commit boundary, not a timer)
+    env = {**os.environ, "ACSEARCH_CRASH_AT": "index.commit:2"}
+    killed = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert "crash point index.commit (hit 2)" in killed.stderr
+    killed_with = Store.open(db, create=False, read_only=True).count("audio")
     assert 0 < killed_with < 50
     rerun = subprocess.run(cmd, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr

@@ -9,7 +9,6 @@ import json
 import re
 import tempfile
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import unquote
@@ -340,7 +339,8 @@ def test_media_of_missing_or_non_local_files_is_404(client, app, built, monkeypa
     for stored in ("/nonexistent/gone.wav", "relative/path.wav", "s3://bucket/key.wav", "file://evil.host/x.wav"):
         monkeypatch.setattr(service, "row", lambda modality, item_id, p=stored: {"id": item_id, "path": p})
         body = assert_json_error(client.get(f"/api/media/audio/{audio_id}"), 404)
-        assert "gone" not in body["message"] or stored.startswith("/nonexistent")
+        assert stored not in body["message"] and "gone" not in body["message"]  # the stored path never leaks
+        assert ("no longer there" if stored.startswith("/") else "not a local file") in body["message"]
         assert_json_error(client.get(f"/api/thumbnails/{audio_id}"), 404)
     garbage = tmp_path / "broken.png"
     garbage.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
@@ -507,26 +507,35 @@ def test_text_batcher_batches_concurrent_queries(app):
     real = batcher.encoder.encode_texts
     calls: list[int] = []
 
+    busy = threading.Event()
+    queued = threading.Semaphore(0)
+    real_put = batcher._queue.put
+
     def slow(texts, *args, **kwargs):
         calls.append(len(texts))
+        busy.set()
         gate.wait(5)
         return real(texts, *args, **kwargs)
+
+    def put(item, *args, **kwargs):
+        real_put(item, *args, **kwargs)
+        queued.release()
 
     batcher.encoder.encode_texts = slow  # instance attribute shadows the method
     try:
         with ThreadPoolExecutor(6) as pool:
             futures = [pool.submit(service.text_vector, "query 0")]
-            deadline = time.monotonic() + 10
-            while not calls and time.monotonic() < deadline:  # the worker is now busy with query 0
-                time.sleep(0.01)
+            assert busy.wait(10)  # the worker is now busy with query 0
+            batcher._queue.put = put  # counts the queries queued from here on
             futures += [pool.submit(service.text_vector, f"query {i}") for i in range(1, 6)]
-            while batcher._queue.qsize() < 5 and time.monotonic() < deadline:
-                time.sleep(0.01)
+            assert all(queued.acquire(timeout=10) for _ in range(5))
+            assert batcher._queue.qsize() == 5 and calls == [1]  # all five wait while query 0 is encoded
             gate.set()
             vectors = [f.result(10) for f in futures]
     finally:
         gate.set()
         del batcher.encoder.encode_texts
+        batcher._queue.__dict__.pop("put", None)
     assert len(calls) == 2 and calls[0] == 1 and calls[1] == 5
     for i, v in enumerate(vectors):
         assert np.allclose(v, real([f"query {i}"])[0], atol=1e-5)

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -320,23 +319,20 @@ _WRITER = textwrap.dedent(
 def test_sigkill_during_upserts_leaves_consistent_files(tmp_path: Path) -> None:
     uri = str(tmp_path / "crash.lancedb")
     Store.open(uri).bind_model("m1", SHA, 16)
-    for attempt, delay in enumerate((0.05, 0.27)):
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _WRITER, uri, str(attempt)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT_ROOT,
-        )
-        try:
-            assert proc.stdout is not None
-            for _ in range(2 + attempt):  # let a few commits land, then kill mid-way
-                line = proc.stdout.readline()
-                assert line, proc.stderr.read() if proc.stderr else "writer died"
-            time.sleep(delay)
-            os.kill(proc.pid, signal.SIGKILL)
-        finally:
-            proc.kill()
-            proc.wait(timeout=30)
+    for attempt in range(2):
+        # Let 2 (then 3) batches land, then die inside the next one, between its first commit (the
+        # files that kept or grew their windows) and its second (the files that lost windows).
+        done = 2 + attempt
+        env = {**os.environ, "ACSEARCH_CRASH_AT": f"store.upsert.after-merge:{done + 1}"}
+        proc = subprocess.run([sys.executable, "-c", _WRITER, uri, str(attempt)], capture_output=True, text=True,
+                              cwd=PROJECT_ROOT, env=env, timeout=300)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        assert proc.stdout.split() == [str(i) for i in range(done)]  # killed inside batch number `done`
 
         s = Store.open(uri, create=False)
+        # the kill interrupted a batch: some files hold the new generation, the others the previous one
+        assert {r["caption"].split("|")[0] for p in s.file_states("audio") for r in rows_of(s, "audio", p)} == \
+            {f"gen{done}", f"gen{done - 1}"}
         ids = s.ids("audio")
         assert len(ids) == len(set(ids)), "duplicated rows after a crash"
         states = s.file_states("audio")

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -34,25 +33,14 @@ def test_sigkill_then_resume_continues_exactly(tmp_path):
     command = [sys.executable, "-m", "audioclip_search.trainer", "--preset", "cooperative", "--out", str(out)]
     for s in settings:
         command += ["--set", s]
-    proc = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 240
-        while not (out / "last.pt").exists():
-            if proc.poll() is not None:
-                pytest.fail(f"training exited before writing a checkpoint: {proc.stderr.read().decode()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("no checkpoint written within 240 s")
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    # SIGKILL right after optimiser step 2 (and its checkpoint): mid-run, at a named point
+    env = {**os.environ, "ACSEARCH_CRASH_AT": "trainer.step:2"}
+    proc = subprocess.run(command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                          timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     stopped_at = load_state(out / "last.pt")["state"]["step"]
     assert 1 <= stopped_at < 4, "the kill landed after the run had finished"
+    assert stopped_at == 2 and sorted(train_losses(out)) == [1, 2]  # exactly where it was told to stop
     assert not (out / "done.json").exists()
 
     # --resume alone: the configuration comes back from the run's folder

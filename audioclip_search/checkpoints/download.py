@@ -24,10 +24,16 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .._version import __version__
 from ..errors import CheckpointError
+from ..fileio import atomic_write_text, fsync_dir
+from ..progress import make_progress
 from .registry import REGISTRY, CheckpointEntry, cached_path, get_entry, is_offline
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 PathLike = str | os.PathLike[str]
 
@@ -96,15 +102,12 @@ def write_marker(path: PathLike, digest: str) -> None:
     """Record a verified hash next to the file; best effort (a read-only folder is not an error)."""
     path = Path(path)
     marker = marker_path(path)
-    tmp = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
     try:
         st = path.stat()
         payload = {"sha256": digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "file": path.name}
-        tmp.write_text(json.dumps(payload) + "\n", encoding="utf-8")
-        os.replace(tmp, marker)
+        atomic_write_text(marker, json.dumps(payload) + "\n")
     except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        pass
 
 
 def _drop_marker(path: Path) -> None:
@@ -245,16 +248,10 @@ def _file_lock(path: Path, quiet: bool) -> Iterator[None]:
         os.close(fd)
 
 
-class _NoBar:
-    def set(self, completed: int) -> None:
-        pass
+class _Bar:
+    """What the transfer reports to: the shared progress display's task for this file."""
 
-    def advance(self, n: int) -> None:
-        pass
-
-
-class _RichBar:
-    def __init__(self, progress, task) -> None:
+    def __init__(self, progress: Progress, task: TaskID) -> None:
         self._progress = progress
         self._task = task
 
@@ -266,32 +263,9 @@ class _RichBar:
 
 
 @contextlib.contextmanager
-def _progress_bar(entry: CheckpointEntry, enabled: bool) -> Iterator[_NoBar | _RichBar]:
-    if not enabled:
-        yield _NoBar()
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=False,
-    )
-    with progress:
-        task = progress.add_task(entry.filename, total=entry.size)
-        yield _RichBar(progress, task)
+def _progress_bar(entry: CheckpointEntry, enabled: bool) -> Iterator[_Bar]:
+    with make_progress("bytes", quiet=not enabled) as progress:
+        yield _Bar(progress, progress.add_task(entry.filename, total=entry.size))
 
 
 # --------------------------------------------------------------------------------------------
@@ -399,6 +373,8 @@ class _Transfer:
                     written += len(block)
                     self.hashed = written
                     self.bar.advance(len(block))
+                out.flush()
+                os.fsync(out.fileno())  # on disk before it is renamed into place
         if written < size:
             raise _Retryable(f"connection closed after {written} of {size} bytes")
 
@@ -476,6 +452,7 @@ def download_checkpoint(
                     f"{entry.sha256}, got {digest}; the download was deleted, try again"
                 )
             os.replace(part, dest)
+            fsync_dir(dest.parent)
             write_marker(dest, digest)
     except OSError as exc:  # local trouble: permissions, a full disk, a vanished folder
         where = exc.filename or dest.parent

@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
+from ..errors import AudioClipSearchError
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 err_console = Console(stderr=True, highlight=False)
@@ -52,25 +54,33 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+#: Exit status of a known failure (any ``AudioClipSearchError``). Usage errors exit 2 (typer).
+ERROR_EXIT_STATUS = 1
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an error's message (its class name when it has none)."""
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def guarded(fn: F) -> F:
-    """Known failures become one clear line and exit status 1 instead of a traceback."""
+    """Known failures become one clear line and ``ERROR_EXIT_STATUS`` instead of a traceback.
+
+    Known: every ``AudioClipSearchError`` (the product's errors all derive from it), and the
+    built-in errors a bad argument raises (missing file, bad value, unknown key).
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from ..datasets import DatasetError
-        from ..errors import CheckpointError, InputError
-        from ..store import ModelMismatchError, StoreError
-
         try:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, SystemExit):
             raise
-        except (CheckpointError, InputError, DatasetError, ModelMismatchError, StoreError, FileNotFoundError,
-                ValueError, KeyError, RuntimeError) as exc:
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if isinstance(exc, KeyError):
-                message = str(exc.args[0]) if exc.args else message
-            raise fail(message) from None
+        except (AudioClipSearchError, FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
+            raise fail(one_line(exc), ERROR_EXIT_STATUS) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
             sys.exit(130)

@@ -108,7 +108,7 @@ def register(app: typer.Typer) -> None:
         try:
             ds = open_dataset(dataset_key, root, manifest=manifest, clip_seconds=clip_seconds)
             out_dir = out if out is not None else Path("acsearch-eval") / f"{ds.name}-{task_key}"
-            progress = not quiet
+            progress = not (quiet or as_json)
             if task_key == "finetuned":
                 assert checkpoint_pattern is not None
                 result = run_finetuned(ds, checkpoint_pattern, folds=fold_list, template=template, arch=arch,

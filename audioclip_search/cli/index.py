@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..progress import make_progress
 from .common import (
     arch_option,
     db_option,
@@ -21,17 +21,6 @@ from .common import (
     precision_option,
     table_set_option,
 )
-
-
-class _Rate(TextColumn):
-    def __init__(self) -> None:
-        super().__init__("")
-
-    def render(self, task):  # noqa: ANN001, ANN201
-        from rich.text import Text
-
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:6.1f} files/s" if speed else "   -- files/s", style="progress.data.speed")
 
 
 def _error_log_path(store, explicit: Path | None) -> Path:  # noqa: ANN001
@@ -79,8 +68,7 @@ def index_command(
     with err_console.status("loading the model..."):
         encoder = idx.encoder
     err_console.print(f"model {idx.model_name} on {encoder.device} ({encoder.precision}); database {idx.store.uri}")
-    progress = Progress(TextColumn("{task.description:>6}"), BarColumn(), MofNCompleteColumn(), _Rate(),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=False)
+    progress = make_progress("files", quiet=as_json, console=err_console)
     tasks: dict[str, int] = {}
 
     def hook(modality: str, done: int, total: int) -> None:

@@ -24,26 +24,19 @@ FILE (YAML/TOML/JSON), then each --set key=value (e.g. --set optim.lr=1e-3 --set
 
 @contextlib.contextmanager
 def _errors() -> Iterator[None]:
-    """Known failures become a message on stderr and an exit status, not a traceback."""
-    from ..datasets.base import DatasetError
-    from ..errors import CheckpointError, InputError
-    from ..trainer.config import ConfigError
-    from ..trainer.errors import TrainingError
+    """Known failures become a message on stderr and an exit status, not a traceback.
+
+    A TrainingError carries its own status (missing files 2, NaN loss 3, unreadable data 4); an
+    unusable checkpoint is 1; any other product error (configuration, data, input) is 2.
+    """
+    from ..errors import AudioClipSearchError, CheckpointError
 
     try:
         yield
-    except ConfigError as exc:
+    except AudioClipSearchError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    except (DatasetError, InputError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    except TrainingError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
-    except CheckpointError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        code = getattr(exc, "exit_code", 1 if isinstance(exc, CheckpointError) else 2)
+        raise typer.Exit(code) from None
     except KeyboardInterrupt:
         typer.echo("interrupted: continue with the same command plus --resume", err=True)
         raise typer.Exit(130) from None

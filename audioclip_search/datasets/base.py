@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from ..errors import AudioClipSearchError
+
 MODEL_SAMPLE_RATE = 44100
 
 __all__ = [
@@ -38,10 +40,11 @@ __all__ = [
     "Item",
     "parse_int",
     "read_csv_rows",
+    "read_layout",
 ]
 
 
-class DatasetError(Exception):
+class DatasetError(AudioClipSearchError):
     """The dataset cannot be used as given: a missing folder, file, CSV column, or fold."""
 
 
@@ -257,6 +260,23 @@ class Dataset:
         train_folds = [f for f in self.folds if f != test_fold]
         train = self.items(train_folds, check_files=check_files) if train_folds else []
         return train, test
+
+
+def read_layout(root: str | Path, metadata: str, required: Sequence[str], what: str
+                ) -> tuple[Path, Path, list[dict[str, str]]]:
+    """An official layout (``root/metadata`` CSV + ``root/audio``): the CSV path, the audio folder
+    and the CSV's rows, after checking that the folders exist and the CSV lists clips."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{what}: dataset folder not found: {root}")
+    csv_path = root / metadata
+    audio_dir = root / "audio"
+    rows = read_csv_rows(csv_path, required, what)
+    if not audio_dir.is_dir():
+        raise DatasetError(f"{what}: audio folder missing: {audio_dir}")
+    if not rows:
+        raise DatasetError(f"{what}: {csv_path} lists no clips")
+    return csv_path, audio_dir, rows
 
 
 def read_csv_rows(path: Path, required: Sequence[str], what: str) -> list[dict[str, str]]:

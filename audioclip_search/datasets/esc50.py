@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import AudioPreprocessing, Dataset, DatasetError, Item, parse_int, read_csv_rows
+from .base import AudioPreprocessing, Dataset, DatasetError, Item, parse_int, read_layout
 
 CLIP_SAMPLES = 220500  # 5 s at 44.1 kHz
 COLUMNS = ("filename", "fold", "target", "category")
@@ -38,15 +38,7 @@ class ESC50(Dataset):
 
     def __init__(self, root: str | Path):
         root = Path(root)
-        if not root.is_dir():
-            raise DatasetError(f"ESC-50: dataset folder not found: {root}")
-        csv_path = root / "meta" / "esc50.csv"
-        audio_dir = root / "audio"
-        rows = read_csv_rows(csv_path, COLUMNS, "ESC-50")
-        if not audio_dir.is_dir():
-            raise DatasetError(f"ESC-50: audio folder missing: {audio_dir}")
-        if not rows:
-            raise DatasetError(f"ESC-50: {csv_path} lists no clips")
+        csv_path, audio_dir, rows = read_layout(root, "meta/esc50.csv", COLUMNS, "ESC-50")
         items: list[Item] = []
         pairs: list[tuple[int, str]] = []
         for line, row in enumerate(rows, start=2):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import AudioPreprocessing, Dataset, DatasetError, Item, parse_int, read_csv_rows
+from .base import AudioPreprocessing, Dataset, DatasetError, Item, parse_int, read_layout
 from .esc50 import label_table
 
 CLIP_SAMPLES = 176400  # 4 s at 44.1 kHz
@@ -33,15 +33,7 @@ class UrbanSound8K(Dataset):
 
     def __init__(self, root: str | Path, official_scaling: bool = True):
         root = Path(root)
-        if not root.is_dir():
-            raise DatasetError(f"UrbanSound8K: dataset folder not found: {root}")
-        csv_path = root / "metadata" / "UrbanSound8K.csv"
-        audio_dir = root / "audio"
-        rows = read_csv_rows(csv_path, COLUMNS, "UrbanSound8K")
-        if not audio_dir.is_dir():
-            raise DatasetError(f"UrbanSound8K: audio folder missing: {audio_dir}")
-        if not rows:
-            raise DatasetError(f"UrbanSound8K: {csv_path} lists no clips")
+        csv_path, audio_dir, rows = read_layout(root, "metadata/UrbanSound8K.csv", COLUMNS, "UrbanSound8K")
         items: list[Item] = []
         pairs: list[tuple[int, str]] = []
         for line, row in enumerate(rows, start=2):

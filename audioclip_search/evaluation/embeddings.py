@@ -14,13 +14,10 @@ overlap; the order of the results is always the order of the input.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..datasets.base import Dataset, DatasetError, Item
+from ..fileio import atomic_write, atomic_write_text
 
 __all__ = [
     "CACHE_VERSION",
@@ -38,7 +36,6 @@ __all__ = [
     "default_cache_dir",
     "embed_audio_items",
     "embed_image_paths",
-    "progress_bar",
 ]
 
 CACHE_VERSION = 1
@@ -142,44 +139,10 @@ class EmbeddingCache:
         npy, meta = self._paths(key)
         try:
             npy.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(npy, lambda fh: np.save(fh, np.asarray(vector, dtype=np.float32), allow_pickle=False))
-            _atomic_write(meta, lambda fh: fh.write(json.dumps(key, sort_keys=True).encode("utf-8")))
+            atomic_write(npy, lambda fh: np.save(fh, np.asarray(vector, dtype=np.float32), allow_pickle=False))
+            atomic_write_text(meta, json.dumps(key, sort_keys=True))
         except OSError:
             self.write_errors += 1  # a read-only or full cache must not stop an evaluation
-
-
-def _atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def progress_bar(enabled: bool = True) -> Iterator[Any]:
-    """A rich progress display on stderr (a do-nothing stand-in when disabled)."""
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
-                  transient=False) as progress:
-        yield progress
 
 
 def _embed(
@@ -266,19 +229,14 @@ def embed_audio_items(
     """Embed the audio of ``items`` with the dataset's evaluation preprocessing.
 
     Unreadable files become ``failures`` (path + reason) and are left out; if every file fails,
-    ``DatasetError`` is raised. ``progress``: a rich ``Progress`` (see ``progress_bar``) or None.
+    ``DatasetError`` is raised. ``progress``: a rich ``Progress`` (``progress.make_progress``) or None.
     """
     from ..errors import AudioLoadError
 
     prep = dataset.preprocessing
     out = _embed("audio", [it.path for it in items], prep.load, encoder.encode_audio, (AudioLoadError,),
                  cache, dataset.name, prep.to_dict(), batch_size, progress, description)
-    wanted = sum(1 for it in items if it.path is not None)
-    if wanted and not out.indices:
-        first = out.failures[0] if out.failures else None
-        detail = f"; first: {first.path}: {first.reason}" if first else ""
-        raise DatasetError(f"{dataset.title}: all {wanted} audio files failed to load{detail}")
-    return out
+    return _require_some(out, sum(1 for it in items if it.path is not None), dataset)
 
 
 def embed_image_paths(
@@ -305,8 +263,13 @@ def embed_image_paths(
     resolution = getattr(getattr(getattr(encoder, "model", None), "config", None), "image_resolution", 224)
     out = _embed("image", list(paths), load, encode, (ImageLoadError,), cache, dataset.name,
                  {"image_resolution": resolution, "transform": "clip"}, batch_size, progress, description)
-    if paths and not out.indices:
+    return _require_some(out, len(paths), dataset)
+
+
+def _require_some(out: Embeddings, wanted: int, dataset: Dataset) -> Embeddings:
+    """``out``, unless every one of the ``wanted`` files failed: then a DatasetError naming the first."""
+    if wanted and not out.indices:
         first = out.failures[0] if out.failures else None
         detail = f"; first: {first.path}: {first.reason}" if first else ""
-        raise DatasetError(f"{dataset.title}: all {len(paths)} image files failed to load{detail}")
+        raise DatasetError(f"{dataset.title}: all {wanted} {out.modality} files failed to load{detail}")
     return out

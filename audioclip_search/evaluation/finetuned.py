@@ -16,8 +16,9 @@ from typing import Any
 from .._version import __version__
 from ..datasets.base import Dataset, DatasetError
 from ..errors import CheckpointError
+from ..progress import make_progress
 from .common import EvalResult, cache_settings, check_template, encoder_settings, make_cache, resolve_folds
-from .embeddings import EmbeddingCache, embed_audio_items, progress_bar
+from .embeddings import EmbeddingCache, embed_audio_items
 from .zeroshot import _split_result, class_prompts, summarize_classification
 
 __all__ = ["fold_checkpoints", "run_finetuned"]
@@ -76,7 +77,7 @@ def run_finetuned(
     splits, failures, per_fold_settings = [], [], []
     totals = {"items": 0, "ok": 0, "failed": 0, "encoded": 0, "from_cache": 0}
     timings = {"model_load": 0.0, "audio_load": 0.0, "audio_encode": 0.0, "text_encode": 0.0}
-    with progress_bar(progress) as bar:
+    with make_progress("clips", quiet=not progress) as bar:
         for fold in split_folds:
             t = time.perf_counter()
             encoder = encoder_factory(paths[fold])

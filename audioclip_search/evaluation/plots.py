@@ -7,15 +7,13 @@ without it ``write_plots`` writes nothing and says why.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..fileio import atomic_open
 from .common import EvalResult
 
 __all__ = ["plot_confusion", "plot_per_class", "plot_pr_curves", "write_plots"]
@@ -32,15 +30,8 @@ def _figure(width: float, height: float) -> Any:
 
 def _save(fig: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", metadata={"Software": None})
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format="png", metadata={"Software": None})
     return path
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from .._version import __version__
 from ..datasets.base import Dataset, DatasetError, Item
+from ..progress import make_progress
 from ..text import format_labels
 from . import metrics
 from .common import (
@@ -42,7 +43,7 @@ from .common import (
     pct,
     resolve_folds,
 )
-from .embeddings import EmbeddingCache, embed_audio_items, embed_image_paths, progress_bar
+from .embeddings import EmbeddingCache, embed_audio_items, embed_image_paths
 
 __all__ = ["ALL_DIRECTIONS", "available_directions", "query_split", "run_querying"]
 
@@ -165,7 +166,7 @@ def run_querying(
         for p in it.image_paths:
             image_paths.append(p)
             image_owner.append(i)
-    with progress_bar(progress) as bar:
+    with make_progress("clips", quiet=not progress) as bar:
         audio = embed_audio_items(encoder, dataset, items, batch_size=batch_size, cache=store, progress=bar,
                                   description=f"{dataset.title}: embedding audio") if need_audio else None
         images = embed_image_paths(encoder, dataset, image_paths, batch_size=max(batch_size, 1), cache=store,

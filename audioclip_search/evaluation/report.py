@@ -9,14 +9,12 @@ are shown as a reference, not as a like-for-like target.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..fileio import atomic_open
 from .common import EvalResult, _jsonable
 
 __all__ = [
@@ -94,19 +92,12 @@ def build_report(result: EvalResult, out_dir: str | Path | None = None, files: l
 
 
 def write_json(report: dict[str, Any], path: str | Path) -> Path:
-    """Write ``report`` to ``path`` atomically (a temporary file, then a rename)."""
+    """Write ``report`` to ``path`` atomically (``fileio.atomic_open``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(report, fh, indent=2, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "w") as fh:
+        json.dump(report, fh, indent=2, allow_nan=False)
+        fh.write("\n")
     return path
 
 

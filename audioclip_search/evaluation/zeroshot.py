@@ -17,6 +17,7 @@ import numpy as np
 
 from .._version import __version__
 from ..datasets.base import Dataset, DatasetError, Item
+from ..progress import make_progress
 from ..text import format_labels
 from . import metrics
 from .common import (
@@ -30,7 +31,7 @@ from .common import (
     pct,
     resolve_folds,
 )
-from .embeddings import EmbeddingCache, Embeddings, embed_audio_items, progress_bar
+from .embeddings import EmbeddingCache, Embeddings, embed_audio_items
 
 __all__ = ["class_prompts", "classify", "run_zeroshot"]
 
@@ -136,7 +137,7 @@ def run_zeroshot(
     prompts = class_prompts(dataset, template)
     class_emb = encoder.encode_texts(prompts)
     t_text = time.perf_counter() - t_text
-    with progress_bar(progress) as bar:
+    with make_progress("clips", quiet=not progress) as bar:
         emb = embed_audio_items(encoder, dataset, items, batch_size=batch_size, cache=store, progress=bar,
                                 description=f"{dataset.title}: embedding {len(items)} clips")
     t_metrics = time.perf_counter()

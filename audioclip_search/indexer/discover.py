@@ -15,9 +15,9 @@ from pathlib import Path
 
 from ..audio import AUDIO_EXTENSIONS
 from ..image import IMAGE_EXTENSIONS
+from ..store.schema import MODALITIES
 
 TEXT_EXTENSIONS = (".txt",)
-MODALITIES = ("audio", "image", "text")
 MAX_TEXT_BYTES = 1_000_000  # a text document larger than this is not a caption-like document
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import AudioLimits
+from ..crashpoints import crash_point
 from ..encoder import Encoder
 from .discover import MODALITIES, SourceFile, discover
 from .reader import DecodedFile, read_files
@@ -298,3 +299,4 @@ class IndexRunner:
                     rows.clear()
         self._pending_files = 0
         self._last_commit = time.monotonic()
+        crash_point("index.commit")

@@ -13,10 +13,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..errors import AudioClipSearchError
+
 log = logging.getLogger("audioclip_search.server")
 
 
-class ApiError(Exception):
+class ApiError(AudioClipSearchError):
     """Raised by endpoint code: becomes a JSON error response with ``status`` and ``message``."""
 
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):

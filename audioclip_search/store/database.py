@@ -54,6 +54,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..crashpoints import crash_point
 from .errors import ModelMismatchError, StoreError, StoreNotFoundError
 from .schema import (
     DEFAULT_DIM,
@@ -500,6 +501,7 @@ class Store:
             inserted += int(getattr(res, "num_inserted_rows", 0) or 0)
             updated += int(getattr(res, "num_updated_rows", 0) or 0)
             version = getattr(res, "version", version)
+            crash_point("store.upsert.after-merge")
         if slow.num_rows:
             res = (
                 tbl.merge_insert("id")

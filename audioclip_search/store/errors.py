@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import AudioClipSearchError
 
-class StoreError(Exception):
+
+class StoreError(AudioClipSearchError):
     """Base class of the store's own errors."""
 
 

@@ -16,14 +16,13 @@ Files in a unit's folder (the output folder, or ``OUT/fold{k}`` per cross-valida
     head's state dict in the official ESResNeXt-fbsp layout (no ``audio.`` prefix) under
     ``"state_dict"`` with its class names, loadable with ``checkpoints.load_audio_head``.
 
-Every write goes to a temporary file in the same folder, is flushed to disk, then renamed over the
-target (``os.replace``), so a crash or SIGKILL leaves either the old file or the new one, never a
-torn one.
+Every write goes through ``audioclip_search.fileio`` (a temporary file in the same folder, fsynced,
+renamed over the target, the folder fsynced), so a crash or SIGKILL leaves either the old file or
+the new one, never a torn one.
 """
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -31,49 +30,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..fileio import atomic_write
+
 __all__ = ["atomic_save", "capture_rng", "export_audio_head", "export_audioclip", "load_state", "restore_rng"]
 
 STATE_VERSION = 1
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then ``os.replace`` onto it."""
+    """``torch.save`` ``obj`` to ``path`` atomically (see ``fileio.atomic_write``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def load_state(path: str | Path) -> dict[str, Any]:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import AudioClipSearchError
 from .config import ConfigError
 
 __all__ = ["ConfigError", "MissingFilesError", "NonFiniteLossError", "TooManyBadSamplesError", "TrainingError"]
 
 
-class TrainingError(Exception):
+class TrainingError(AudioClipSearchError):
     """A run that cannot start or cannot go on; ``exit_code`` is what the CLI returns."""
 
     exit_code = 1

@@ -19,6 +19,9 @@ from typing import Any
 
 from rich.console import Console
 
+from ..fileio import atomic_write_text
+from ..progress import make_progress, progress_quiet
+
 __all__ = ["Display", "MetricsLog", "format_eta"]
 
 BASE_COLUMNS = ["kind", "epoch", "step", "loss", "lr", "samples_per_s", "skipped", "elapsed_s"]
@@ -63,16 +66,15 @@ class MetricsLog:
         return out
 
     def _rewrite(self, records: list[dict[str, Any]]) -> None:
-        with open(self.jsonl, "w", encoding="utf-8") as fh:
-            for r in records:
-                fh.write(json.dumps(r) + "\n")
+        """Replace both files with ``records`` (atomically: a kill while resuming loses nothing)."""
+        atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in records))
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=self.columns, extrasaction="ignore")
         writer.writeheader()
         for r in records:
             if r.get("kind") in ("train", "val"):
                 writer.writerow({k: _clean(r.get(k, "")) for k in self.columns})
-        self.csv.write_text(buf.getvalue(), encoding="utf-8")
+        atomic_write_text(self.csv, buf.getvalue())
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -120,15 +122,16 @@ def format_eta(seconds: float) -> str:
 
 
 class Display:
-    """What a person watching sees: a rich live progress bar (loss, lr, samples/s, ETA) on a
-    terminal, plain lines otherwise, nothing on ranks other than 0 or with ``mode='none'``."""
+    """What a person watching sees: the product's progress display (``progress.make_progress``:
+    steps, loss, lr, samples/s, ETA) on a terminal, plain lines otherwise, nothing on ranks other
+    than 0 or with ``mode='none'``."""
 
     def __init__(self, mode: str = "auto", enabled: bool = True, console: Console | None = None):
         self.console = console or Console(stderr=True)
         if not enabled or mode == "none":
             self.mode = "none"
         elif mode == "auto":
-            self.mode = "rich" if self.console.is_terminal else "plain"
+            self.mode = "rich" if self.console.is_terminal and not progress_quiet() else "plain"
         else:
             self.mode = mode
         self._progress = None
@@ -139,15 +142,9 @@ class Display:
         self._started = time.perf_counter()
         self._done_at_start = done_steps
         if self.mode == "rich":
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"),
-                console=self.console, transient=False,
-            )
+            self._progress = make_progress("steps", console=self.console)
             self._progress.start()
-            self._task = self._progress.add_task(title, total=total_steps, completed=done_steps, status="", eta="?")
+            self._task = self._progress.add_task(title, total=total_steps, completed=done_steps, status="")
         elif self.mode == "plain":
             self.console.print(f"{title}: {done_steps}/{total_steps} steps done", highlight=False)
 
@@ -158,7 +155,7 @@ class Display:
         status = (f"epoch {record.get('epoch')} loss {record.get('loss', float('nan')):.4f} "
                   f"lr {record.get('lr', 0):.2e} {record.get('samples_per_s', 0):.1f} samples/s")
         if self.mode == "rich" and self._progress is not None:
-            self._progress.update(self._task, completed=step, status=status, eta=format_eta(eta))
+            self._progress.update(self._task, completed=step, status=status)
         elif self.mode == "plain":
             self.console.print(f"step {step}/{total} {status} ETA {format_eta(eta)}", highlight=False)
 
