@@ -13,6 +13,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def building_skeleton() -> bool:
+    """True while modules are built on the meta device, as a frame for a checkpoint's tensors.
+
+    Random initial values are then skipped: they would be discarded, and drawing normal values on
+    meta imports torch._dynamo and sympy (seconds) on first use.
+    """
+    return torch.get_default_device().type == "meta"
+
+
 class LayerNorm(nn.LayerNorm):
     """CLIP's LayerNorm: always normalises in float32, then casts back (matters under fp16)."""
 
@@ -66,7 +75,10 @@ class AttentionPool2d(nn.Module):
 
     def __init__(self, spacial_dim: int, embed_dim: int, num_heads: int, output_dim: int):
         super().__init__()
-        self.positional_embedding = nn.Parameter(torch.randn(spacial_dim**2 + 1, embed_dim) / embed_dim**0.5)
+        shape = (spacial_dim**2 + 1, embed_dim)
+        self.positional_embedding = nn.Parameter(
+            torch.empty(shape) if building_skeleton() else torch.randn(shape) / embed_dim**0.5
+        )
         self.k_proj = nn.Linear(embed_dim, embed_dim)
         self.q_proj = nn.Linear(embed_dim, embed_dim)
         self.v_proj = nn.Linear(embed_dim, embed_dim)

@@ -50,10 +50,22 @@ class LinearFBSP(nn.Module):
         # The official layer is built with bias=False as Parameter(None), which still appears in the
         # state_dict as an empty tensor; keep it so official checkpoints load with strict=True.
         self.bias = nn.Parameter(torch.empty(0))
-        for p in (self.m, self.fb, self.fc):
-            p.register_hook(_inf_norm_rescale)
+        self._hook_parameters()
         self._cache_key: tuple | None = None
         self._cache: torch.Tensor | None = None
+
+    def _hook_parameters(self) -> None:
+        """Put the official gradient hook on m, fb and fc, once per parameter object."""
+        for p in (self.m, self.fb, self.fc):
+            if not getattr(p, "_fbsp_hooked", False):
+                p.register_hook(_inf_norm_rescale)
+                p._fbsp_hooked = True  # type: ignore[attr-defined]
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - torch signature
+        # load_state_dict(assign=True) (how checkpoints are loaded) replaces the parameter objects,
+        # and with them the hooks; the new ones need theirs for training to match the official.
+        super()._load_from_state_dict(*args, **kwargs)
+        self._hook_parameters()
 
     def materialize(self, in_features: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """The filterbank W of shape (out, in, 2); last axis is (real, imag)."""
