@@ -59,3 +59,17 @@ def test_loaded_model_keeps_fbsp_gradient_hooks(tiny_checkpoint):
         assert p.grad is not None and torch.isfinite(p.grad).all()
         assert float(p.grad.abs().max()) <= 1.0 + 1e-6
         assert float(p.grad.abs().max()) >= 1.0 - 1e-6  # rescaled by its own inf-norm
+
+
+def test_auto_precision_on_cpu_needs_native_bf16_and_measured_agreement(monkeypatch):
+    from audioclip_search import devices
+
+    cpu = torch.device("cpu")
+    devices.cpu_has_native_bf16.cache_clear()
+    assert isinstance(devices.cpu_has_native_bf16(), bool)
+    for native, overlap, expected in ((False, 1.0, "fp32"), (True, 0.5, "fp32"), (True, 0.96, "bf16")):
+        monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda native=native: native)
+        monkeypatch.setattr(devices, "CPU_BF16_TOP10_OVERLAP", overlap)
+        assert devices.resolve_precision("auto", cpu) == expected
+        assert devices.resolve_precision("fp32", cpu) == "fp32"  # explicit choices are kept
+        assert devices.resolve_precision("bf16", cpu) == "bf16"
