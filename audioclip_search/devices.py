@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Literal
 
 import torch
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+# Retrieval agreement of bf16 with fp32: the worst mean top-10 overlap over text->audio,
+# audio->audio and audio->image on esc50-mini (50), us8k-mini (37) and tuxpaint-triples (first 50),
+# measured by benchmarks/bf16_agreement.py (fixture weights, torch 2.15, 2026-12-03): 0.870 (us8k
+# text->audio); zero-shot label agreement 0.84-1.0. 'auto' may pick bf16 on a CPU only when this
+# reaches BF16_MIN_OVERLAP: a faster search that ranks differently is not the same product.
+CPU_BF16_TOP10_OVERLAP = 0.870
+BF16_MIN_OVERLAP = 0.95
+_NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether the CPU computes bf16 in hardware (AMX or AVX-512-BF16); elsewhere it is emulated and slow."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return any(flag in flags for flag in _NATIVE_BF16_FLAGS)
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -22,7 +44,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def resolve_precision(precision: Precision | str, device: torch.device) -> str:
-    """'auto' means bf16 autocast on CUDA (fp16 where bf16 is missing) and faithful fp32 on CPU."""
+    """'auto' means bf16 autocast on CUDA (fp16 where bf16 is missing); on CPU, faithful fp32, unless
+    the CPU has native bf16 and bf16's measured retrieval agreement clears BF16_MIN_OVERLAP."""
     if precision not in ("auto", "fp32", "bf16", "fp16"):
         raise ValueError(f"unknown precision {precision!r}: use auto, fp32, bf16 or fp16")
     if precision != "auto":
@@ -31,6 +54,8 @@ def resolve_precision(precision: Precision | str, device: torch.device) -> str:
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if cpu_has_native_bf16() and CPU_BF16_TOP10_OVERLAP >= BF16_MIN_OVERLAP:
+        return "bf16"
     return "fp32"
 
 

@@ -49,3 +49,14 @@ def tiny_encoder(tiny_checkpoint, tiny_model):
 
     return Encoder(tiny_model, device="cpu", model_name=str(tiny_checkpoint),
                    model_sha256=checkpoint_sha256(tiny_checkpoint))
+
+
+@pytest.fixture(scope="session")
+def reference_model():
+    """The full-size AudioCLIP with the reference fixture's deterministic weights, built once per session
+    (the fixture test and the real-clip test both need it, and it takes seconds to generate)."""
+    from audioclip_search.reference_check import reference_model as build
+
+    if not (REFERENCE / "weights.py").is_file():
+        pytest.fail(f"reference fixture missing at {REFERENCE}")
+    return build(REFERENCE)

@@ -7,16 +7,16 @@ import pytest
 import torch
 
 from audioclip_search.model import AudioCLIP
-from audioclip_search.reference_check import produce_fixture_arrays, reference_model, run_check
+from audioclip_search.reference_check import produce_fixture_arrays, run_check
 
 from .conftest import REFERENCE
 
 
 @pytest.fixture(scope="module")
-def produced(tmp_path_factory):
+def produced(tmp_path_factory, reference_model):
     if not (REFERENCE / "check.py").is_file():
         pytest.fail(f"reference fixture missing at {REFERENCE}")
-    model = reference_model(REFERENCE)
+    model = reference_model
     arrays = produce_fixture_arrays(model, REFERENCE)
     path = tmp_path_factory.mktemp("fixture") / "produced.npz"
     np.savez(path, **arrays)

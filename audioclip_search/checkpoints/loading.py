@@ -92,8 +92,12 @@ def _torch_load(path: Path) -> Any:
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     if size == 0:
         raise CheckpointError(f"{path}: the file is empty")
+    # A torch.save zip archive is memory-mapped: tensors are read from the page cache when first
+    # touched, so a command that uses one tower never reads the others (the legacy pickle format
+    # cannot be mapped and is read whole).
+    mmap = _sniff(path) == "zip"
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     except Exception as exc:  # torch raises a zoo of types for bad files
@@ -343,7 +347,6 @@ def load_model(
     checked strictly; audio-head-only checkpoints are refused in favour of `load_audio_head`.
     """
     from ..devices import resolve_device
-    from ..model import AudioCLIP
 
     dev = resolve_device(device)  # fail fast on an impossible device, before reading 500 MB
     entry, _ = _lookup(name_or_path, registry)
@@ -356,10 +359,34 @@ def load_model(
             and _looks_like_audio_head(ckpt.state_dict):
         raise _audio_head_refusal(str(path))
     config = _config_from(arch, ckpt, entry)
-    model = AudioCLIP(config)
-    check_keys(model, ckpt.state_dict, source=str(path))
-    model.load_state_dict(ckpt.state_dict, strict=True)
+    model = build_from_state_dict(config, ckpt.state_dict, source=str(path))
     return model.to(dev).eval()
+
+
+def build_from_state_dict(
+    config: AudioCLIPConfig, state_dict: Mapping[str, torch.Tensor], *, source: str | None = None
+) -> AudioCLIP:
+    """An AudioCLIP whose tensors are the checkpoint's own (keys checked strictly).
+
+    The module is built on the meta device and the tensors are assigned, not copied: no random
+    initial values are drawn only to be overwritten, and memory-mapped tensors stay mapped, so a
+    command reads only the pages of the tower it runs. A tensor stored in another dtype than the
+    model's is converted.
+    """
+    import torch
+
+    from ..model import AudioCLIP
+
+    with torch.device("meta"):
+        model = AudioCLIP(config)
+    check_keys(model, state_dict, source=source)
+    expected = model.state_dict()
+    tensors = {k: v if v.dtype == expected[k].dtype else v.to(expected[k].dtype) for k, v in state_dict.items()}
+    model.load_state_dict(tensors, strict=True, assign=True)
+    empty = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if empty:
+        raise CheckpointError(f"{source or 'checkpoint'}: no values for {_describe_keys(empty)}")
+    return model
 
 
 @dataclass

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .clip import LayerNorm, ModifiedResNet, Transformer, causal_mask
+from .clip import LayerNorm, ModifiedResNet, Transformer, building_skeleton, causal_mask
 from .config import AudioCLIPConfig, load_config
 from .esresnext import ESResNeXtFBSP
 
@@ -34,7 +34,11 @@ class AudioCLIP(nn.Module):
             width=c.vision_width,
         )
         self.transformer = Transformer(c.transformer_width, c.transformer_layers, c.transformer_heads)
-        self.token_embedding = nn.Embedding(c.vocab_size, c.transformer_width)
+        skeleton = building_skeleton()
+        self.token_embedding = nn.Embedding(
+            c.vocab_size, c.transformer_width,
+            _weight=torch.empty(c.vocab_size, c.transformer_width) if skeleton else None,
+        )
         self.positional_embedding = nn.Parameter(torch.empty(c.context_length, c.transformer_width))
         self.ln_final = LayerNorm(c.transformer_width)
         self.text_projection = nn.Parameter(torch.empty(c.transformer_width, c.embed_dim))
@@ -54,7 +58,8 @@ class AudioCLIP(nn.Module):
         )
         self.logit_scale_ai = nn.Parameter(torch.log(torch.ones([]) * 100))
         self.logit_scale_at = nn.Parameter(torch.log(torch.ones([]) * 100))
-        self._init_text_parameters()
+        if not skeleton:
+            self._init_text_parameters()
 
     def _init_text_parameters(self) -> None:
         """CLIP's initialisation, so that a model trained from scratch starts where CLIP's did."""

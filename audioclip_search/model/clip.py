@@ -13,6 +13,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def building_skeleton() -> bool:
+    """True while modules are built on the meta device, as a frame for a checkpoint's tensors.
+
+    Random initial values are then skipped: they would be discarded, and drawing normal values on
+    meta imports torch._dynamo and sympy (seconds) on first use.
+    """
+    return torch.get_default_device().type == "meta"
+
+
 class LayerNorm(nn.LayerNorm):
     """CLIP's LayerNorm: always normalises in float32, then casts back (matters under fp16)."""
 
@@ -54,11 +63,12 @@ class CLIPBottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        out = F.relu(self.bn2(self.conv2(out)), inplace=True)
         out = self.avgpool(out)
         out = self.bn3(self.conv3(out))
-        return F.relu(out + identity)
+        out += identity  # in place, as the official blocks: one activation less to allocate
+        return F.relu(out, inplace=True)
 
 
 class AttentionPool2d(nn.Module):
@@ -66,7 +76,10 @@ class AttentionPool2d(nn.Module):
 
     def __init__(self, spacial_dim: int, embed_dim: int, num_heads: int, output_dim: int):
         super().__init__()
-        self.positional_embedding = nn.Parameter(torch.randn(spacial_dim**2 + 1, embed_dim) / embed_dim**0.5)
+        shape = (spacial_dim**2 + 1, embed_dim)
+        self.positional_embedding = nn.Parameter(
+            torch.empty(shape) if building_skeleton() else torch.randn(shape) / embed_dim**0.5
+        )
         self.k_proj = nn.Linear(embed_dim, embed_dim)
         self.q_proj = nn.Linear(embed_dim, embed_dim)
         self.v_proj = nn.Linear(embed_dim, embed_dim)
@@ -113,9 +126,9 @@ class ModifiedResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.type(self.conv1.weight.dtype)
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = F.relu(self.bn2(self.conv2(x)))
-        x = F.relu(self.bn3(self.conv3(x)))
+        x = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        x = F.relu(self.bn2(self.conv2(x)), inplace=True)
+        x = F.relu(self.bn3(self.conv3(x)), inplace=True)
         x = self.avgpool(x)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.attnpool(x)

@@ -29,10 +29,11 @@ class Bottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        out = F.relu(self.bn2(self.conv2(out)), inplace=True)
         out = self.bn3(self.conv3(out))
-        return F.relu(out + identity)
+        out += identity  # in place, as the official blocks: one activation less to allocate
+        return F.relu(out, inplace=True)
 
 
 class Attention2d(nn.Module):
@@ -123,7 +124,7 @@ class ESResNeXtFBSP(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) spectrogram planes -> pooled (N, features)."""
         x = x.to(self.conv1.weight.dtype)
-        x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(F.relu(self.bn1(self.conv1(x)), inplace=True))
         for i in range(1, 5):
             layer = getattr(self, f"layer{i}")
             if self.apply_attention:

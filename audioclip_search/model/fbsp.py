@@ -50,10 +50,22 @@ class LinearFBSP(nn.Module):
         # The official layer is built with bias=False as Parameter(None), which still appears in the
         # state_dict as an empty tensor; keep it so official checkpoints load with strict=True.
         self.bias = nn.Parameter(torch.empty(0))
-        for p in (self.m, self.fb, self.fc):
-            p.register_hook(_inf_norm_rescale)
+        self._hook_parameters()
         self._cache_key: tuple | None = None
         self._cache: torch.Tensor | None = None
+
+    def _hook_parameters(self) -> None:
+        """Put the official gradient hook on m, fb and fc, once per parameter object."""
+        for p in (self.m, self.fb, self.fc):
+            if not getattr(p, "_fbsp_hooked", False):
+                p.register_hook(_inf_norm_rescale)
+                p._fbsp_hooked = True  # type: ignore[attr-defined]
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - torch signature
+        # load_state_dict(assign=True) (how checkpoints are loaded) replaces the parameter objects,
+        # and with them the hooks; the new ones need theirs for training to match the official.
+        super()._load_from_state_dict(*args, **kwargs)
+        self._hook_parameters()
 
     def materialize(self, in_features: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """The filterbank W of shape (out, in, 2); last axis is (real, imag)."""
@@ -137,20 +149,27 @@ def power_spectrogram_db(
 ) -> torch.Tensor:
     """int16-scaled waveform (B, C, T) -> dB power (B, C, bands, bins_per_band, frames).
 
-    The official code zero-pads each frame from win_length to n_fft before the filterbank; those
-    zeros add nothing, so only the filter columns facing real samples are multiplied. Bins are
-    split into `bands` contiguous bands and the leftover top bins dropped, as the official split.
+    Follows the official order of operations, because on real audio that order decides the
+    output: ESC-50 and many other recordings hold runs of exact digital silence, which the
+    asymmetric int16 map turns into a tiny constant, and most filter outputs of such a frame are
+    float32 rounding noise whose dB value (and through it the embedding) depends on how the
+    products are summed. So each windowed frame is zero-padded from win_length to n_fft (the GEMM
+    then blocks the sum over the same columns) and the real and imaginary filters are applied as
+    two `F.linear` calls on views of the (out, n_fft, 2) filterbank, as `LinearFBSP.forward` does.
+    Multiplying only the columns facing real samples, or one stacked matrix for both filters, sums
+    in another order and moves silent frames by up to ~10 dB. Bins are then split into `bands`
+    contiguous bands and the leftover top bins dropped, as the official split.
     """
     batch, channels = audio.shape[:2]
     x = int16_scale_to_unit(audio.to(torch.get_default_dtype()))
     frames = frame_signal(x.reshape(-1, x.shape[-1]), window, hop_length)
-    n_fft, win_length = filterbank.shape[1], window.shape[0]
-    left = (n_fft - win_length) // 2
+    pad = filterbank.shape[1] - window.shape[0]
+    if pad > 0:
+        frames = torch.nn.functional.pad(frames, (pad // 2, pad - pad // 2))
+    real = torch.nn.functional.linear(frames, filterbank[..., 0])  # (N, frames, out)
+    imag = torch.nn.functional.linear(frames, filterbank[..., 1])
     keep = bands * (filterbank.shape[0] // bands)
-    used = filterbank[:keep, left : left + win_length]  # (keep, win, 2)
-    stacked = torch.cat((used[..., 0], used[..., 1]), dim=0)  # (2*keep, win)
-    spec = frames @ stacked.T  # (N, frames, 2*keep)
-    power = spec[..., :keep] ** 2 + spec[..., keep:] ** 2
+    power = real[..., :keep] ** 2 + imag[..., :keep] ** 2
     power = torch.where(power > 0.0, power, torch.full_like(power, 1e-18))
     power = power.transpose(-1, -2).reshape(batch, channels, bands, keep // bands, -1)
     return torch.log10(power).mul(10.0)
