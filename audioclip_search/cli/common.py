@@ -54,8 +54,8 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-#: Exit status of a known failure (any ``AudioClipSearchError``). Usage errors exit 2 (typer).
-ERROR_EXIT_STATUS = 1
+#: Exit status of a known failure (any ``AudioClipSearchError``), as for usage errors (typer): 2.
+ERROR_EXIT_STATUS = 2
 
 
 def one_line(exc: BaseException) -> str:
