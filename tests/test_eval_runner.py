@@ -395,13 +395,13 @@ def test_cli_finetuned_esc50(tiny, esc50, tmp_path):
 def test_cli_errors(tiny, esc50, tmp_path):
     res = invoke(tiny, "--dataset", "esc50", "--root", str(tmp_path / "nowhere"), "--task", "zeroshot",
                  *model_args(tiny), "--out", str(tmp_path / "o"))
-    assert res.exit_code == 1 and "error: ESC-50: dataset folder not found" in res.stderr
+    assert res.exit_code == 2 and "error: ESC-50: dataset folder not found" in res.stderr
     res = invoke(tiny, "--dataset", "esc50", "--root", str(esc50.root), "--task", "zeroshot", *model_args(tiny),
                  "--folds", "1", "--out", str(tmp_path / "o"))
-    assert res.exit_code == 1 and "no fold 1; folds present: 4" in res.stderr
+    assert res.exit_code == 2 and "no fold 1; folds present: 4" in res.stderr
     res = invoke(tiny, "--dataset", "esc50", "--root", str(esc50.root), "--task", "zeroshot",
                  "--model", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o"))
-    assert res.exit_code == 1 and "missing.pt: no such file" in res.stderr
+    assert res.exit_code == 2 and "missing.pt: no such file" in res.stderr
     res = invoke(tiny, "--dataset", "esc50", "--task", "zeroshot")
     assert res.exit_code == 2 and "--root" in res.stderr
     res = invoke(tiny, "--dataset", "esc50", "--root", str(esc50.root), "--task", "finetuned")
@@ -410,7 +410,7 @@ def test_cli_errors(tiny, esc50, tmp_path):
     assert res.exit_code == 2
     res = invoke(tiny, "--dataset", "esc50", "--root", str(esc50.root), "--task", "finetuned",
                  "--checkpoint-pattern", str(tmp_path / "none{fold}.pt"))
-    assert res.exit_code == 1 and "fold 4:" in res.stderr and "none4.pt" in res.stderr
+    assert res.exit_code == 2 and "fold 4:" in res.stderr and "none4.pt" in res.stderr
 
 
 def test_parse_folds():

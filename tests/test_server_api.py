@@ -582,7 +582,7 @@ def test_cli_serve_loads_model_once_and_binds_loopback(built, tiny_checkpoint, m
 
     missing = CliRunner().invoke(cli, ["serve", "--db", str(Path(db).parent / "nope"), "--model",
                                        str(tiny_checkpoint)])
-    assert missing.exit_code == 1 and "Traceback" not in missing.output
+    assert missing.exit_code == 2 and "Traceback" not in missing.output
 
 
 def test_module_entry_point_is_the_serve_command():

@@ -87,9 +87,11 @@ def register(app: typer.Typer) -> None:
 
         err = Console(stderr=True)
 
+        from .common import ERROR_EXIT_STATUS
+
         def fail(message: str) -> None:
             typer.echo(f"error: {message}", err=True)
-            raise typer.Exit(1)
+            raise typer.Exit(ERROR_EXIT_STATUS)
 
         dataset_key = dataset.lower()
         if dataset_key not in DATASETS:
