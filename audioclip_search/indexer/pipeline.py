@@ -320,9 +320,11 @@ class IndexRunner:
         with _Timer(self.report, "write"):
             for modality, rows in self._pending.items():
                 gone = self._pending_deletes[modality]
-                if rows or gone:
+                if rows:  # files that now fail lose their rows in the same commit
                     self.store.upsert_files(modality, rows, delete_paths=gone)
-                    rows.clear()
-                    gone.clear()
+                elif gone:
+                    self.store.delete_paths(modality, gone)
+                rows.clear()
+                gone.clear()
         self._pending_files = 0
         self._last_commit = time.monotonic()
