@@ -56,13 +56,13 @@ def test_two_first_time_writers_from_one_version_do_not_double_rows(tmp_path):
     for s in (a, b):
         s.bind_model("m", SHA, 16)
     paths = [f"/data/{i}.wav" for i in range(20)]
-    a.upsert_files("audio", _rows(paths[:1]))  # both see a table with one file
+    a.upsert_files("audio", _rows(["/other.wav"]))  # the table exists; neither writer touches this file
     stale = a._db.open_table(a.table_name("audio"))  # A's view of the table, frozen before B's commit
     a._latest = lambda modality: stale  # noqa: SLF001 - stop A from seeing B's commit
     b.upsert_files("audio", _rows(paths))
     a.upsert_files("audio", _rows(paths, seed=1))
     ids = _ids(tmp_path / "db")
-    assert len(ids) == len(set(ids)) == 20
+    assert len(ids) == len(set(ids)) == 21
 
 
 def test_old_tables_get_the_primary_key_before_the_next_write(tmp_path):
@@ -147,15 +147,19 @@ def test_cli_refuses_a_busy_database_before_loading_anything_and_wait_queues(tmp
     assert len(_ids(db)) == 2
 
 
+def _run_two_at_once(cmd: list[str], env: dict) -> None:
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+
+
 def test_two_cli_index_runs_started_together_store_every_row_once(tmp_path, tiny_checkpoint):
     folder = _clips(tmp_path / "media", 4)
     db = tmp_path / "db"
     cmd = _acsearch("index", str(folder), "--db", str(db), "--model", str(tiny_checkpoint), "--workers", "0",
                     "--wait")
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-             for _ in range(2)]
-    outs = [p.communicate(timeout=600) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    _run_two_at_once(cmd, ENV)
     ids = _ids(db)
     assert len(ids) == len(set(ids)) == 4
     run = subprocess.run(_acsearch("check", "--db", str(db)), capture_output=True, text=True, env=ENV)
@@ -168,11 +172,7 @@ def test_two_cli_runs_with_the_lock_bypassed_still_store_every_row_once(tmp_path
     db = tmp_path / "db"
     cmd = _acsearch("index", str(folder), "--db", str(db), "--model", str(tiny_checkpoint), "--workers", "0",
                     "--no-vector-index", "--commit-every", "1")
-    env = {**ENV, ENV_NO_LOCK: "1"}
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for _ in range(2)]
-    outs = [p.communicate(timeout=600) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    _run_two_at_once(cmd, {**ENV, ENV_NO_LOCK: "1"})
     ids = _ids(db)
     assert len(ids) == len(set(ids)) == 4
 
