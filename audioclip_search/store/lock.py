@@ -74,7 +74,10 @@ def read_holder(path: Path) -> Holder | None:
 
 def _me() -> Holder:
     now = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
-    command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200] if sys.argv else "python"
+    argv = list(sys.argv) or ["python"]
+    program = Path(argv[0]).name
+    program = "acsearch" if program in ("acsearch", "__main__.py") else program
+    command = " ".join([program, *argv[1:]])[:200]
     return Holder(os.getpid(), socket.gethostname(), now, command)
 
 
