@@ -99,7 +99,7 @@ def test_lock_is_exclusive_names_the_holder_and_is_reentrant(tmp_path):
         # a holder killed with -9 never blocks: the kernel drops its flock
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-        with writer_lock(str(db), wait=5), writer_lock(str(db)):  # nested in one process: counted
+        with writer_lock(str(db), wait=5), writer_lock(str(db)):  # nested: no deadlock
             pass
     finally:
         if holder.poll() is None:

@@ -16,7 +16,8 @@ correctness: every table's ``id`` column is its primary key (see :mod:`.keys`), 
 commit conflict detection sees two concurrent ``merge_insert`` calls inserting the same ids and
 retries the later one as an update; rows are never doubled. Two writers then only waste work.
 
-A process may take the lock of one database several times (nested ``with``): it is counted.
+A process may take the lock of one database again inside its own ``with`` (the CLI and the
+indexer both take it): the inner take is a no-op.
 """
 
 from __future__ import annotations
@@ -155,8 +156,8 @@ class WriterLock:
             os.close(fd)
 
 
-# Locks this process holds: real path of the database -> (lock, depth). Nested takes are counted.
-_HELD: dict[str, tuple[WriterLock, int]] = {}
+# Locks this process holds, by real path of the database: a nested take is a no-op.
+_HELD: dict[str, WriterLock] = {}
 
 
 def busy_message(db: str, holder: Holder) -> str:
@@ -185,14 +186,8 @@ def writer_lock(
         yield None
         return
     key = os.path.realpath(uri)
-    if key in _HELD:
-        lock, depth = _HELD[key]
-        _HELD[key] = (lock, depth + 1)
-        try:
-            yield None
-        finally:
-            lock, depth = _HELD[key]
-            _HELD[key] = (lock, depth - 1)
+    if key in _HELD:  # this process already holds it (an outer `with`): nothing more to take
+        yield None
         return
     lock = WriterLock(key)
     deadline = None if wait is True or wait is False else time.monotonic() + float(wait)
@@ -204,9 +199,9 @@ def writer_lock(
             on_wait(holder)
             told = True
         time.sleep(poll_seconds)
-    _HELD[key] = (lock, 1)
+    _HELD[key] = lock
     try:
         yield read_holder(lock.path)
     finally:
-        _, depth = _HELD.pop(key)
+        _HELD.pop(key, None)
         lock.release()
