@@ -1,25 +1,14 @@
 #!/usr/bin/env bash
-# Set up everything audioclip-search needs on a fresh machine: Debian tools (ffmpeg decodes
-# MP3/M4A/AAC/Opus/WMA, sox makes test files) and a virtual environment with the package.
-# Idempotent: a second run only checks. Usage: scripts/bootstrap.sh [EXTRAS]   (e.g. "test", "serve")
+# Set up everything audioclip-search needs on a fresh machine: a virtual environment (.venv) holding
+# exactly the locked, hash-checked set of requirements.lock (installed by uv, pinned below), plus
+# this package in editable mode. Decoding needs no system program (PyAV carries FFmpeg's libraries).
+# Idempotent: a second run only checks. Usage: scripts/bootstrap.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${1:-serve,eval}"
-
-need_apt=()
-for tool in ffmpeg ffprobe sox; do
-  command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
-done
-if [ ${#need_apt[@]} -gt 0 ]; then
-  sudo_cmd=""
-  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo_cmd="sudo"
-  echo "bootstrap: installing Debian packages ffmpeg sox (missing: ${need_apt[*]})"
-  $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq ffmpeg sox libsox-fmt-mp3 >/dev/null \
-    || echo "bootstrap: could not install ffmpeg/sox; MP3/M4A/AAC/Opus/WMA decoding will be unavailable" >&2
-fi
+UV_VERSION="0.13.9"
 
 python=""
-for candidate in python3.13 python3.12 python3.11 python3; do
+for candidate in python3.11 python3.12 python3.13 python3; do
   if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
     python="$candidate"; break
   fi
@@ -30,10 +19,15 @@ if [ ! -x .venv/bin/python ]; then
   echo "bootstrap: creating .venv with $($python --version)"
   "$python" -m venv .venv
 fi
-stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-${extras//,/_}"
+if ! .venv/bin/uv --version 2>/dev/null | grep -q "^uv $UV_VERSION"; then
+  echo "bootstrap: installing uv $UV_VERSION into .venv"
+  .venv/bin/python -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"
+fi
+stamp=".venv/.installed-$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  echo "bootstrap: installing audioclip-search[$extras] (first run downloads PyTorch: a few minutes)"
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e ".[$extras]"
+  echo "bootstrap: installing the locked requirements (first run downloads PyTorch: a few minutes)"
+  .venv/bin/uv pip sync --quiet --python .venv/bin/python --require-hashes requirements.lock
+  .venv/bin/uv pip install --quiet --python .venv/bin/python --no-deps -e .
+  rm -f .venv/.installed-*
   touch "$stamp"
 fi

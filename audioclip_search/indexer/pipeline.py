@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio import MODEL_SAMPLE_RATE, AudioLimits
+from ..audio import AudioLimits
 from ..encoder import Encoder
 from .discover import MODALITIES, SourceFile, discover
 from .paths import display_path, fs_path, stored_path
 from .reader import DecodedFile, read_files
 from .state import settle_caption, stored_captions
-from .windows import WindowSpec, split_windows
+from .windows import WindowSpec
 
 
 @dataclass
@@ -126,6 +126,8 @@ class IndexRunner:
         self._pending: dict[str, list[dict]] = {m: [] for m in MODALITIES}
         self._pending_deletes: dict[str, list[str]] = {m: [] for m in MODALITIES}
         self._label = encoder.info.model_name
+        # streamed files whose last piece is still to come: path -> (vectors, spans) so far
+        self._partial: dict[str, tuple[list[np.ndarray], list]] = {}
         self._pending_files = 0
         self._last_commit = time.monotonic()
 
@@ -212,14 +214,18 @@ class IndexRunner:
         if workers is None:
             workers = auto_workers(self.encoder.device.type)
         stream = iter(read_files(files, workers, self.options.limits,
-                                 self.encoder.model.config.image_resolution))
+                                 self.encoder.model.config.image_resolution, self.options.window))
         while True:
             with _Timer(self.report, "read"):
                 decoded = next(stream, None)
             if decoded is None:
                 break
-            done += 1
+            if decoded.complete:
+                done += 1
             if decoded.error is not None:
+                # A long file can fail part-way: what was kept of its earlier pieces goes too.
+                buffered = [b for b in buffered if b.source.path != decoded.source.path]
+                self._partial.pop(str(decoded.source.path), None)
                 reason = decoded.error
                 if decoded.source.stored:  # it was indexed before: its old rows no longer hold
                     self._pending_deletes[modality].append(stored_path(decoded.source.path))
@@ -231,7 +237,7 @@ class IndexRunner:
                 touched.append(decoded.source)
             else:
                 buffered.append(decoded)
-                items += len(split_windows(decoded.waveform, self.options.window)[0]) if modality == "audio" else 1
+                items += len(decoded.windows) if modality == "audio" else 1
                 if items >= self._batch_limit(modality):
                     self._encode_and_stage(modality, buffered)
                     buffered, items = [], 0
@@ -262,22 +268,37 @@ class IndexRunner:
                 if rows:
                     self.store.upsert_files(modality, rows)
 
-    def _encode_and_stage(self, modality: str, files: list[DecodedFile]) -> None:
+    def _encode_and_stage(self, modality: str, pieces: list[DecodedFile]) -> None:
+        """Encode decoded items; a file's rows are staged once its last piece is encoded."""
         with _Timer(self.report, "encode"):
             if modality == "audio":
-                cut = [split_windows(f.waveform, self.options.window) for f in files]
-                vectors = self.encoder.encode_audio([w for windows, _ in cut for w in windows])
-                counts = [len(windows) for windows, _ in cut]
-                spans = [s for _, spans in cut for s in spans]
+                vectors = self.encoder.encode_audio([w for p in pieces for w in p.windows])
+                counts = [len(p.windows) for p in pieces]
             elif modality == "image":
                 import torch
 
-                vectors = self.encoder.encode_images(torch.stack([f.pixels for f in files]))
-                counts, spans = [1] * len(files), [None] * len(files)
+                vectors = self.encoder.encode_images(torch.stack([p.pixels for p in pieces]))
+                counts = [1] * len(pieces)
             else:
-                vectors = self.encoder.encode_texts([f.text for f in files])
-                counts, spans = [1] * len(files), [None] * len(files)
-        rows = self._rows(modality, files, vectors, counts, spans)
+                vectors = self.encoder.encode_texts([p.text for p in pieces])
+                counts = [1] * len(pieces)
+        files, file_vectors, file_counts, spans = [], [], [], []
+        cursor = 0
+        for piece, n in zip(pieces, counts, strict=True):
+            part = self._partial.setdefault(str(piece.source.path), ([], []))
+            part[0].append(vectors[cursor : cursor + n])
+            part[1].extend(piece.spans if modality == "audio" else [None] * n)
+            piece.windows = []  # the samples are no longer needed
+            cursor += n
+            if piece.complete:
+                got_vectors, got_spans = self._partial.pop(str(piece.source.path))
+                files.append(piece)
+                file_vectors.append(np.concatenate(got_vectors))
+                file_counts.append(len(got_spans))
+                spans.extend(got_spans)
+        if not files:
+            return
+        rows = self._rows(modality, files, np.concatenate(file_vectors), file_counts, spans)
         self._pending[modality].extend(rows)
         self._pending_files += len(files)
         self.report.indexed[modality] += len(files)
@@ -300,8 +321,8 @@ class IndexRunner:
                 }
                 if modality == "audio":
                     start, end = spans[cursor]
-                    decoded_seconds = f.waveform.shape[-1] / MODEL_SAMPLE_RATE  # not the header's claim
-                    row.update(window_index=w, start=start, end=end, duration=decoded_seconds,
+                    # the reader reports what was decoded, not the header's claim
+                    row.update(window_index=w, start=start, end=end, duration=f.meta.get("duration"),
                                sample_rate=f.meta.get("sample_rate"), channels=f.meta.get("channels"))
                 elif modality == "image":
                     row.update(width=f.meta["width"], height=f.meta["height"])

@@ -39,3 +39,55 @@ def split_windows(waveform: torch.Tensor, spec: WindowSpec) -> tuple[list[torch.
     windows = [waveform[..., s : s + spec.samples] for s in starts]
     spans = [(s / MODEL_SAMPLE_RATE, (s + spec.samples) / MODEL_SAMPLE_RATE) for s in starts]
     return windows, spans
+
+
+class WindowCutter:
+    """``split_windows`` for a signal that arrives in blocks: the same windows and spans, bounded memory.
+
+    Push ``(C, n)`` blocks in order; each :meth:`push` returns the windows completed so far (views
+    of the cutter's buffer) with their spans, and :meth:`finish` the last one (the window that ends
+    exactly at the end, or the padded window of a signal no longer than one window). Only the
+    newest ``spec.samples`` samples are kept between pushes.
+    """
+
+    def __init__(self, spec: WindowSpec):
+        self.spec = spec
+        self._buffer: torch.Tensor | None = None
+        self._buffer_start = 0  # absolute index of the buffer's first sample
+        self._next = 0  # absolute start of the next grid window
+        self._emitted = 0
+        self._last_start = -1
+
+    @property
+    def total(self) -> int:
+        """Samples pushed so far."""
+        return 0 if self._buffer is None else self._buffer_start + self._buffer.shape[-1]
+
+    def push(self, block: torch.Tensor) -> tuple[list[torch.Tensor], list[tuple[float, float]]]:
+        self._buffer = block if self._buffer is None else torch.cat((self._buffer, block), dim=-1)
+        windows, spans = [], []
+        size, end = self.spec.samples, self.total
+        while self._next + size <= end:
+            at = self._next - self._buffer_start
+            windows.append(self._buffer[..., at : at + size])
+            spans.append((self._next / MODEL_SAMPLE_RATE, (self._next + size) / MODEL_SAMPLE_RATE))
+            self._last_start = self._next
+            self._next += self.spec.hop
+        self._emitted += len(windows)
+        keep_from = min(self._next, end - size)
+        if keep_from > self._buffer_start:
+            self._buffer = self._buffer[..., keep_from - self._buffer_start :]
+            self._buffer_start = keep_from
+        return windows, spans
+
+    def finish(self) -> tuple[list[torch.Tensor], list[tuple[float, float]]]:
+        if self._buffer is None or self.total == 0:
+            return [], []
+        size, end = self.spec.samples, self.total
+        if end < size or (end == size and self._emitted == 0):
+            return [fit_length(self._buffer, size)], [(0.0, end / MODEL_SAMPLE_RATE)]
+        if self._last_start + size < end:
+            self._emitted += 1
+            start = end - size
+            return [self._buffer[..., -size:]], [(start / MODEL_SAMPLE_RATE, end / MODEL_SAMPLE_RATE)]
+        return [], []
