@@ -65,10 +65,29 @@ class Index:
         return (bound or {}).get("model") or DEFAULT_MODEL
 
     @property
+    def arch(self) -> str | None:
+        """--arch, else the architecture recorded in the binding when the model is the bound one
+        (same content), else None (the checkpoint's own record or the registry decides)."""
+        if self._arch:
+            return self._arch
+        bound = self.store.model_info() or {}
+        if not bound.get("arch"):
+            return None
+        if not self._model and not os.environ.get(ENV_MODEL):
+            return bound["arch"]
+        from .checkpoints import checkpoint_sha256, resolve_checkpoint
+
+        try:
+            same = checkpoint_sha256(resolve_checkpoint(self.model_name)) == bound.get("model_sha256")
+        except Exception:  # noqa: BLE001 - loading the model reports the real problem
+            return None
+        return bound["arch"] if same else None
+
+    @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
             self._encoder = Encoder.from_pretrained(self.model_name, device=self._device,
-                                                    precision=self._precision, arch=self._arch)
+                                                    precision=self._precision, arch=self.arch)
         return self._encoder
 
     @property

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
+from ..fileio import atomic_write_text
+from ..indexer.paths import display_path
 from ..progress import make_progress
+
+if TYPE_CHECKING:
+    from ..indexer.pipeline import IndexOptions
+
 from .common import (
     arch_option,
     db_option,
@@ -52,21 +60,55 @@ def index_command(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     commit_every: int = typer.Option(256, "--commit-every", min=1, hidden=True,
                                      help="Commit at least every N files (also every 30 s)."),
+    wait: bool = typer.Option(False, "--wait", help="If another process is writing to the database, wait for "
+                                                    "it to finish instead of stopping."),
 ) -> None:
     """Index sounds, pictures and texts; re-running encodes only new or changed files."""
-    from ..index import Index
     from ..indexer.pipeline import IndexOptions
     from ..indexer.windows import WindowSpec
+    from ..store.lock import DatabaseBusyError
+    from ..store.storage import StorageError
 
-    missing = [p for p in paths if not p.exists()]
+    missing = [p for p in paths if not os.path.lexists(p)]
     if missing and len(missing) == len(paths):
-        raise fail(f"no such file or folder: {', '.join(map(str, missing))}", code=2)
-    idx = Index.open(db, model, arch=arch, device=device, precision=precision, table_set=table_set)
+        raise fail(f"no such file or folder: {', '.join(map(display_path, missing))}", code=2)
+    if model and Path(model).expanduser().is_file():  # a file: bind by content, label by absolute path
+        model = str(Path(model).expanduser().resolve())
     options = IndexOptions(captions=captions, prune=prune, workers=workers, batch_size=batch_size,
                            window=WindowSpec(hop_seconds=hop), build_vector_index=vector_index,
-                           commit_files=commit_every)
+                           commit_files=commit_every, wait_for_lock=wait)
+    try:
+        _run(paths, db, model, arch, device, precision, table_set, options, log, as_json)
+    except (StorageError, DatabaseBusyError) as exc:
+        raise fail(str(exc), code=2) from None
+
+
+def _run(paths: list[Path], db: str | None, model: str | None, arch: str | None, device: str, precision: str,
+         table_set: str, options: IndexOptions, log: Path | None, as_json: bool) -> None:
+    """Open, lock, check, load the model, index: the order that refuses early what would fail late."""
+    from ..index import Index
+    from ..store import resolve_uri
+    from ..store.lock import writer_lock
+    from ..store.storage import check_writable, storage_errors
+
+    uri = resolve_uri(db)
+    check_writable(uri)  # creates a missing local database folder
+    with storage_errors(uri):
+        idx = Index.open(db, model, arch=arch, device=device, precision=precision, table_set=table_set)
+
+    def waiting(holder) -> None:  # noqa: ANN001 - store.lock.Holder
+        err_console.print(f"waiting for {holder.describe()} to finish writing {uri} ...", soft_wrap=True)
+
+    with storage_errors(uri), writer_lock(uri, wait=options.wait_for_lock, on_wait=waiting):
+        _index(idx, paths, options, log, as_json)
+
+
+def _index(idx, paths: list[Path], options: IndexOptions, log: Path | None, as_json: bool) -> None:  # noqa: ANN001
     with err_console.status("loading the model..."):
         encoder = idx.encoder
+    info = encoder.info
+    idx.store.bind_model(info.model_name, info.model_sha256, info.embed_dim,
+                         arch=getattr(encoder.model.config, "name", None))  # refuse another model before encoding
     err_console.print(f"model {idx.model_name} on {encoder.device} ({encoder.precision}); database {idx.store.uri}")
     progress = make_progress("files", quiet=as_json, console=err_console)
     tasks: dict[str, int] = {}
@@ -81,7 +123,7 @@ def index_command(
     log_path = _error_log_path(idx.store, log)
     if report.failed:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_text("".join(f"{p}\t{r}\n" for p, r in report.failed), encoding="utf-8")
+        atomic_write_text(log_path, "".join(f"{p}\t{r}\n" for p, r in report.failed))
     if as_json:
         out_console.print_json(json.dumps(report.as_dict()))
     else:
@@ -92,10 +134,11 @@ def index_command(
 
 def _print_summary(report, log_path: Path) -> None:  # noqa: ANN001
     table = Table(title="acsearch index", show_edge=False)
-    for col in ("", "indexed files", "rows", "unchanged", "pruned"):
+    for col in ("", "indexed files", "rows", "unchanged", "pruned", "recaptioned", "removed"):
         table.add_column(col, justify="right" if col else "left")
     for m in ("audio", "image", "text"):
-        table.add_row(m, str(report.indexed[m]), str(report.rows[m]), str(report.unchanged[m]), str(report.pruned[m]))
+        table.add_row(m, str(report.indexed[m]), str(report.rows[m]), str(report.unchanged[m]), str(report.pruned[m]),
+                      str(report.recaptioned[m]), str(report.removed[m]))
     out_console.print(table)
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in report.stage_seconds.items() if v > 0.05)
     out_console.print(f"done in {report.total_seconds:.1f}s ({stages})")

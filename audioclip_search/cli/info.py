@@ -27,7 +27,7 @@ def info_command(
     out_console.print(f"database [bold]{store.uri}[/] (table set {table_set})")
     model = info.get("model") or {}
     out_console.print(f"model: {model.get('model', '-')}  sha256 {str(model.get('model_sha256', '-'))[:16]}  "
-                      f"dim {model.get('dim', '-')}")
+                      f"dim {model.get('dim', '-')}  arch {model.get('arch') or '-'}")
     table = Table(show_edge=False)
     for col in ("table", "rows", "version", "vector index", "index size", "LanceDB indexes"):
         table.add_column(col)

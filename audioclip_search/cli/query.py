@@ -46,6 +46,7 @@ def query_command(
 ) -> None:
     """Find sounds, pictures and texts. Several query parts combine by normalised-embedding sum."""
     from ..index import Index
+    from ..indexer.heal import refresh_vector_indexes
 
     if not (text or audio or image):
         raise fail("give at least one of --text, --audio, --image", code=2)
@@ -53,6 +54,7 @@ def query_command(
         raise fail(f"--target must be audio, image, text or all (got {target!r})", code=2)
     idx = Index.open(db, model, arch=arch, device=device, precision=precision, table_set=table_set,
                      create=False, read_only=True)
+    refresh_vector_indexes(idx.store, quiet=True)  # an index run that never built it must not leave none
     hits = idx.search(text=text or None, audio=audio or None, image=image or None, target=target, k=k, where=where)
     if as_json:
         for hit in hits:

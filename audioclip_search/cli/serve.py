@@ -51,6 +51,7 @@ def serve_command(
         raise fail(f"acsearch serve needs the 'serve' extra ({exc.name} is missing): "
                    "pip install 'audioclip-search[serve]'") from None
     from ..index import Index
+    from ..indexer.heal import refresh_vector_indexes
     from ..server.settings import MB, ServerSettings
 
     settings = ServerSettings(host=host, port=port, max_upload_bytes=int(max_upload_mb * MB),
@@ -61,6 +62,7 @@ def serve_command(
                           "search the index and play or view every indexed file", soft_wrap=True)
     idx = Index.open(db, model, arch=arch, device=device, precision=precision, table_set=table_set,
                      create=False, read_only=True)
+    refresh_vector_indexes(idx.store, quiet=True)  # an index run that never built it must not leave none
     err_console.print(f"loading model {idx.model_name} ...")
     app = create_app(idx, settings)
     service = app.state.service

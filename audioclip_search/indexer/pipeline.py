@@ -3,6 +3,14 @@
 Each stage is timed. A file's rows are written in the same commit (LanceDB versions every
 commit), so a run killed at any moment leaves each file fully indexed or not at all, and the
 same command again picks up exactly the files still missing. Bad files are reported and skipped.
+
+The record stays true to the files: a stored file that now fails to decode loses its rows (it is
+reported as failed and removed), a caption sidecar edited or deleted updates the stored caption,
+the stored duration is that of the decoded audio, and the FAISS index of every table is brought up
+to date at the end of each run (also when an earlier run committed rows but never built it).
+
+One writer per local database: the run holds the database's writer lock (:mod:`..store.lock`)
+and checks that the database can be written before it encodes anything.
 """
 
 from __future__ import annotations
@@ -20,7 +28,9 @@ from ..audio import AudioLimits
 from ..crashpoints import crash_point
 from ..encoder import Encoder
 from .discover import MODALITIES, SourceFile, discover
+from .paths import display_path, fs_path, stored_path
 from .reader import DecodedFile, read_files
+from .state import settle_caption, stored_captions
 from .windows import WindowSpec
 
 
@@ -35,6 +45,7 @@ class IndexOptions:
     commit_files: int = 256  # commit at least this often (files) ...
     commit_seconds: float = 30.0  # ... or this often (seconds), whichever comes first
     build_vector_index: bool = True
+    wait_for_lock: bool | float = False  # another writer holds the database: wait (True / seconds)?
 
 
 @dataclass
@@ -43,6 +54,8 @@ class IndexReport:
     rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODALITIES, 0))
     unchanged: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODALITIES, 0))
     pruned: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODALITIES, 0))
+    recaptioned: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODALITIES, 0))
+    removed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODALITIES, 0))  # now failing
     failed: list[tuple[str, str]] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
         ("discover", "read", "encode", "write", "vector_index"), 0.0))
@@ -55,6 +68,7 @@ class IndexReport:
     def as_dict(self) -> dict:
         return {
             "indexed": self.indexed, "rows": self.rows, "unchanged": self.unchanged, "pruned": self.pruned,
+            "recaptioned": self.recaptioned, "removed": self.removed,
             "failed": [{"path": p, "reason": r} for p, r in self.failed],
             "stage_seconds": self.stage_seconds, "total_seconds": self.total_seconds,
         }
@@ -78,7 +92,8 @@ def _changed(source: SourceFile, state) -> bool:  # noqa: ANN001 - store.FileSta
     return state is None or state.size != source.size or abs(state.mtime - source.mtime) > 1e-6
 
 
-def _under(path: str, roots: list[Path]) -> bool:
+def _under(stored: str, roots: list[Path]) -> bool:
+    path = str(fs_path(stored))
     return any(path == str(r) or path.startswith(str(r).rstrip("/") + "/") for r in roots)
 
 
@@ -94,14 +109,9 @@ def auto_workers(device_type: str) -> int:
 
 def refresh_vector_index(store, modality: str) -> None:  # noqa: ANN001 - store.Store
     """Bring the saved FAISS index up to date with the table (build it the first time)."""
-    from ..store import IndexNotFoundError, VectorIndex
+    from .heal import refresh_vector_index as refresh
 
-    if not store.count(modality):
-        return
-    try:
-        VectorIndex.load(store, modality).update(store)
-    except IndexNotFoundError:
-        VectorIndex.build(store, modality)
+    refresh(store, modality)
 
 
 class IndexRunner:
@@ -115,6 +125,8 @@ class IndexRunner:
         self.progress = progress or (lambda *_: None)
         self.report = IndexReport()
         self._pending: dict[str, list[dict]] = {m: [] for m in MODALITIES}
+        self._pending_deletes: dict[str, list[str]] = {m: [] for m in MODALITIES}
+        self._label = encoder.info.model_name
         # streamed files whose last piece is still to come: path -> (vectors, spans) so far
         self._partial: dict[str, tuple[list[np.ndarray], list]] = {}
         self._pending_files = 0
@@ -122,23 +134,34 @@ class IndexRunner:
 
     def plan(self, paths: Iterable[Path]) -> dict[str, list[SourceFile]]:
         """Discover files and keep the new or changed ones; records unchanged and prunes."""
-        roots = [Path(p).expanduser().resolve() for p in paths]
+        roots = [Path(os.path.realpath(os.path.expanduser(p))) for p in paths]  # never raises on loops
         with _Timer(self.report, "discover"):
-            found = discover(roots, self.options.captions)
+            found = discover([Path(os.path.expanduser(p)) for p in paths], self.options.captions)
         self.report.failed.extend(found.skipped)
         todo: dict[str, list[SourceFile]] = {}
+        have_manifest = self.options.captions is not None
         for modality in MODALITIES:
             states = self.store.file_states(modality)
+            captions = stored_captions(self.store, modality) if states else {}
             files = found.files[modality]
             todo[modality] = []
+            recaption: list[SourceFile] = []
             for f in files:
-                state = states.get(str(f.path))
+                key = stored_path(f.path)
+                state = states.get(key)
+                f.stored = state is not None
+                caption_changed = settle_caption(f, captions.get(key), have_manifest)
                 if _changed(f, state):
                     f.known_sha256 = state.content_sha256 if state is not None else None
                     todo[modality].append(f)
+                elif caption_changed:
+                    recaption.append(f)
             self.report.unchanged[modality] += len(files) - len(todo[modality])
+            if recaption:
+                self._refresh_file_meta(modality, recaption)
+                self.report.recaptioned[modality] += len(recaption)
             if self.options.prune:
-                present = {str(f.path) for f in files}
+                present = {stored_path(f.path) for f in files}
                 gone = [p for p in states if p not in present and _under(p, roots)]
                 if gone:
                     with _Timer(self.report, "write"):
@@ -147,23 +170,36 @@ class IndexRunner:
         return todo
 
     def run(self, paths: Iterable[Path]) -> IndexReport:
+        """Index ``paths`` holding the database's writer lock; storage failures become one-line
+        StorageError messages naming the database."""
+        from ..store.lock import writer_lock
+        from ..store.storage import check_writable, storage_errors
+
         start = time.perf_counter()
         paths = list(paths)
-        info = self.encoder.info
-        self.store.bind_model(info.model_name, info.model_sha256, info.embed_dim)
-        todo = self.plan(paths)
-        changed = {m for m, files in todo.items() if files}
-        for modality in MODALITIES:
-            if todo[modality]:
-                self._index_modality(modality, todo[modality])
-        self._commit(force=True)
-        if self.options.build_vector_index:
-            with _Timer(self.report, "vector_index"):
-                for modality in MODALITIES:
-                    if modality in changed or self.report.pruned[modality]:
-                        refresh_vector_index(self.store, modality)
+        check_writable(self.store.uri)  # before anything is encoded
+        with storage_errors(self.store.uri), writer_lock(self.store.uri, wait=self.options.wait_for_lock):
+            self._bind()
+            todo = self.plan(paths)
+            for modality in MODALITIES:
+                if todo[modality]:
+                    self._index_modality(modality, todo[modality])
+            self._commit(force=True)
+            if self.options.build_vector_index:
+                from .heal import refresh_vector_indexes
+
+                with _Timer(self.report, "vector_index"):
+                    refresh_vector_indexes(self.store)
         self.report.total_seconds = time.perf_counter() - start
         return self.report
+
+    def _bind(self) -> None:
+        """Bind the table set to the model's content (sha256 + architecture); rows then carry the
+        binding's name, so another path to the same checkpoint writes the same label."""
+        info = self.encoder.info
+        arch = getattr(getattr(self.encoder.model, "config", None), "name", None)
+        bound = self.store.bind_model(info.model_name, info.model_sha256, info.embed_dim, arch=arch)
+        self._label = bound.get("model") or info.model_name
 
     def _batch_limit(self, modality: str) -> int:
         return self.options.batch_size or self.encoder.micro_batch[modality] * 4
@@ -191,7 +227,12 @@ class IndexRunner:
                 # A long file can fail part-way: what was kept of its earlier pieces goes too.
                 buffered = [b for b in buffered if b.source.path != decoded.source.path]
                 self._partial.pop(str(decoded.source.path), None)
-                self.report.failed.append((str(decoded.source.path), decoded.error))
+                reason = decoded.error
+                if decoded.source.stored:  # it was indexed before: its old rows no longer hold
+                    self._pending_deletes[modality].append(stored_path(decoded.source.path))
+                    self.report.removed[modality] += 1
+                    reason += " (its earlier rows were removed)"
+                self.report.failed.append((display_path(decoded.source.path), reason))
             elif decoded.same_content:
                 self.report.unchanged[modality] += 1
                 touched.append(decoded.source)
@@ -204,14 +245,16 @@ class IndexRunner:
             self.progress(modality, done, total)
         if buffered:
             self._encode_and_stage(modality, buffered)
+        self._commit(force=bool(self._pending_deletes[modality]))
         if touched:
             self._refresh_file_meta(modality, touched)
 
     def _refresh_file_meta(self, modality: str, files: list[SourceFile]) -> None:
-        """Files touched but not changed: store their new size/mtime, keep their embeddings."""
+        """Files touched but not changed, or whose caption changed: store their new size, mtime and
+        caption, keep their embeddings."""
         from ..store import sql_in
 
-        by_path = {str(f.path): f for f in files}
+        by_path = {stored_path(f.path): f for f in files}
         with _Timer(self.report, "write"):
             paths = list(by_path)
             for i in range(0, len(paths), 500):
@@ -220,7 +263,8 @@ class IndexRunner:
                 rows = self.store.rows_by_ids(modality, list(ids), with_embedding=True)
                 for row in rows:
                     src = by_path[row["path"]]
-                    row.update(size=src.size, mtime=src.mtime)
+                    row.update(size=src.size, mtime=src.mtime, caption=src.caption,
+                               caption_source=src.caption_source, labels=list(src.labels))
                     row.pop("indexed_at", None)
                 if rows:
                     self.store.upsert_files(modality, rows)
@@ -271,12 +315,14 @@ class IndexRunner:
             for w in range(n):
                 src = f.source
                 row = {
-                    "path": str(src.path), "content_sha256": f.sha256, "size": src.size, "mtime": src.mtime,
-                    "caption": src.caption, "labels": list(src.labels), "embedding": vectors[cursor],
-                    "model": info.model_name, "model_sha256": info.model_sha256, "indexed_at": now,
+                    "path": stored_path(src.path), "content_sha256": f.sha256, "size": src.size,
+                    "mtime": src.mtime, "caption": src.caption, "caption_source": src.caption_source,
+                    "labels": list(src.labels), "embedding": vectors[cursor],
+                    "model": self._label, "model_sha256": info.model_sha256, "indexed_at": now,
                 }
                 if modality == "audio":
                     start, end = spans[cursor]
+                    # the reader reports what was decoded, not the header's claim
                     row.update(window_index=w, start=start, end=end, duration=f.meta.get("duration"),
                                sample_rate=f.meta.get("sample_rate"), channels=f.meta.get("channels"))
                 elif modality == "image":
@@ -290,13 +336,18 @@ class IndexRunner:
     def _commit(self, force: bool = False) -> None:
         due = self._pending_files >= self.options.commit_files or (
             time.monotonic() - self._last_commit >= self.options.commit_seconds)
-        if not (force or due) or not self._pending_files:
+        waiting = self._pending_files or any(self._pending_deletes.values())
+        if not (force or due) or not waiting:
             return
         with _Timer(self.report, "write"):
             for modality, rows in self._pending.items():
-                if rows:
-                    self.store.upsert_files(modality, rows)
-                    rows.clear()
+                gone = self._pending_deletes[modality]
+                if rows:  # files that now fail lose their rows in the same commit
+                    self.store.upsert_files(modality, rows, delete_paths=gone)
+                elif gone:
+                    self.store.delete_paths(modality, gone)
+                rows.clear()
+                gone.clear()
         self._pending_files = 0
         self._last_commit = time.monotonic()
         crash_point("index.commit")

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote_to_bytes, urlparse
 
 from PIL import Image, ImageOps
 from starlette.responses import Response, StreamingResponse
@@ -63,7 +63,7 @@ def local_file(stored_path: str) -> Path | None:
         parsed = urlparse(stored_path)
         if parsed.netloc not in ("", "localhost"):
             return None
-        stored_path = unquote(parsed.path)
+        stored_path = os.fsdecode(unquote_to_bytes(parsed.path))  # lossless for non-UTF-8 names
     elif "://" in stored_path:
         return None
     path = Path(stored_path)

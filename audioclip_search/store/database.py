@@ -119,6 +119,7 @@ class ModelInfo:
     schema_version: int
     created_at: _dt.datetime
     table_set: str
+    arch: str | None = None  # architecture (config name) of the checkpoint; None for old bindings
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -279,6 +280,10 @@ class Store:
             with self._lock:
                 tbl = self._db.create_table(name, schema=modality_schema(modality, dim), exist_ok=True)
                 self._handles[name] = tbl
+        from .migrate import upgrade_table
+
+        with self._lock:
+            upgrade_table(tbl)  # id primary key + new columns on tables of older versions
         have = embedding_dim(tbl.schema)
         if have != dim:
             raise ModelMismatchError(
@@ -319,6 +324,7 @@ class Store:
             schema_version=int(r["schema_version"]),
             created_at=created,
             table_set=r["table_set"],
+            arch=r.get("arch"),
         )
         return self._model
 
@@ -339,12 +345,14 @@ class Store:
             requested={"model": name, "model_sha256": sha256, "dim": dim},
         )
 
-    def bind_model(self, name: str, sha256: str, dim: int = DEFAULT_DIM) -> dict[str, Any]:
-        """Record that ``name`` (weights ``sha256``, embedding ``dim``) fills this table set.
+    def bind_model(self, name: str, sha256: str, dim: int = DEFAULT_DIM, arch: str | None = None) -> dict[str, Any]:
+        """Record that ``name`` (weights ``sha256``, embedding ``dim``, architecture ``arch``) fills
+        this table set.
 
-        If the set is already bound, checks that the sha256 and dim match and raises
-        :class:`ModelMismatchError` otherwise (a different *name* for the same sha256 is accepted).
-        A read-only store only checks. Returns the binding as a dict.
+        The model's identity is its content: if the set is already bound, the sha256 and dim must
+        match, else :class:`ModelMismatchError`; the name is only a label (another path to the same
+        file, or a byte-identical copy, is accepted). A read-only store only checks. Returns the
+        binding as a dict.
         """
         if not name or not sha256:
             raise ValueError("bind_model needs a model name and its sha256")
@@ -371,6 +379,7 @@ class Store:
             "dim": dim,
             "schema_version": SCHEMA_VERSION,
             "created_at": _dt.datetime.now(_dt.UTC),
+            "arch": arch,
         }
         if self.read_only:
             return {**info, "created_at": info["created_at"].isoformat()}

@@ -14,6 +14,7 @@ column              type                                meaning
 ``size``            int64                               file size in bytes
 ``mtime``           float64                             modification time, seconds since epoch
 ``caption``         string, nullable                    free text shown with results
+``caption_source``  string, nullable                    ``sidecar``, ``manifest`` or null
 ``labels``          list<string>                        tags (may be empty)
 ``embedding``       fixed_size_list<float32, dim>       L2-normalised embedding (dim 1024 default)
 ``model``           string                              model name that produced ``embedding``
@@ -51,6 +52,8 @@ Modality = Literal["audio", "image", "text"]
 
 _SET_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]|_(?!_))*$")
 TIMESTAMP = pa.timestamp("us", tz="UTC")
+#: Field metadata marking ``id`` as the table's (unenforced) primary key in Lance.
+PRIMARY_KEY_META = "lance-schema:unenforced-primary-key"
 
 # Columns the caller must give (everything else has a default).
 REQUIRED_COLUMNS = ("path", "embedding")
@@ -128,12 +131,14 @@ def modality_schema(modality: str, dim: int = DEFAULT_DIM) -> pa.Schema:
     if int(dim) <= 0:
         raise ValueError(f"embedding dimension must be positive, got {dim}")
     fields = [
-        pa.field("id", pa.string(), nullable=False),
+        # the primary key lets LanceDB's commit check catch two writers inserting the same id
+        pa.field("id", pa.string(), nullable=False, metadata={PRIMARY_KEY_META: "true"}),
         pa.field("path", pa.string(), nullable=False),
         pa.field("content_sha256", pa.string()),
         pa.field("size", pa.int64()),
         pa.field("mtime", pa.float64()),
         pa.field("caption", pa.string()),
+        pa.field("caption_source", pa.string()),
         pa.field("labels", pa.list_(pa.string())),
         pa.field("embedding", embedding_type(dim), nullable=False),
         pa.field("model", pa.string()),
@@ -166,6 +171,7 @@ def meta_schema() -> pa.Schema:
             pa.field("dim", pa.int32(), nullable=False),
             pa.field("schema_version", pa.int32(), nullable=False),
             pa.field("created_at", TIMESTAMP, nullable=False),
+            pa.field("arch", pa.string()),
         ]
     )
 
