@@ -43,7 +43,8 @@ def _error_log_path(store, explicit: Path | None) -> Path:  # noqa: ANN001
 
 @guarded
 def index_command(
-    paths: list[Path] = typer.Argument(..., help="Files and folders to index (recursively)."),
+    paths: list[str] = typer.Argument(..., help="Files and folders to index (recursively); also s3://, gs://, "
+                                      "az:// prefixes (credentials/endpoint from the usual environment)."),
     db: str = db_option(),
     model: str = model_option(),
     arch: str = arch_option(),
@@ -65,11 +66,12 @@ def index_command(
                                      help="Commit at least every N files (also every 30 s)."),
 ) -> None:
     """Index sounds, pictures and texts; re-running encodes only new or changed files."""
+    from ..fsio import is_object_uri
     from ..index import Index
     from ..indexer.pipeline import IndexOptions
     from ..indexer.windows import WindowSpec
 
-    missing = [p for p in paths if not p.exists()]
+    missing = [p for p in paths if not is_object_uri(p) and not Path(p).expanduser().exists()]
     if missing and len(missing) == len(paths):
         raise fail(f"no such file or folder: {', '.join(map(str, missing))}", code=2)
     idx = Index.open(db, model, arch=arch, device=device, precision=precision, table_set=table_set)

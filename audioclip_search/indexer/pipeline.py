@@ -18,6 +18,7 @@ import numpy as np
 
 from ..audio import AudioLimits
 from ..encoder import Encoder
+from ..fsio import input_path
 from .discover import MODALITIES, SourceFile, discover
 from .reader import DecodedFile, read_files
 from .windows import WindowSpec
@@ -121,7 +122,7 @@ class IndexRunner:
 
     def plan(self, paths: Iterable[Path]) -> dict[str, list[SourceFile]]:
         """Discover files and keep the new or changed ones; records unchanged and prunes."""
-        roots = [Path(p).expanduser().resolve() for p in paths]
+        roots = [input_path(p) for p in paths]  # local paths resolved; s3:// etc. kept whole
         with _Timer(self.report, "discover"):
             found = discover(roots, self.options.captions)
         self.report.failed.extend(found.skipped)
