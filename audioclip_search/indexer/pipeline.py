@@ -20,6 +20,7 @@ from ..audio import AudioLimits
 from ..encoder import Encoder
 from ..fsio import input_path
 from .discover import MODALITIES, SourceFile, discover
+from .plan import plan_modality
 from .reader import DecodedFile, read_files
 from .windows import WindowSpec
 
@@ -74,14 +75,6 @@ class _Timer:
         self.report.stage_seconds[self.stage] += time.perf_counter() - self.start
 
 
-def _changed(source: SourceFile, state) -> bool:  # noqa: ANN001 - store.FileState
-    return state is None or state.size != source.size or abs(state.mtime - source.mtime) > 1e-6
-
-
-def _under(path: str, roots: list[Path]) -> bool:
-    return any(path == str(r) or path.startswith(str(r).rstrip("/") + "/") for r in roots)
-
-
 def auto_workers(device_type: str) -> int:
     """Decoding processes when not given: none on CPU, where the model's threads already use every
     core and decoding (~5 ms a clip against ~300 ms of encoding) is cheaper in-process than a
@@ -128,22 +121,14 @@ class IndexRunner:
         self.report.failed.extend(found.skipped)
         todo: dict[str, list[SourceFile]] = {}
         for modality in MODALITIES:
-            states = self.store.file_states(modality)
-            files = found.files[modality]
-            todo[modality] = []
-            for f in files:
-                state = states.get(str(f.path))
-                if _changed(f, state):
-                    f.known_sha256 = state.content_sha256 if state is not None else None
-                    todo[modality].append(f)
-            self.report.unchanged[modality] += len(files) - len(todo[modality])
-            if self.options.prune:
-                present = {str(f.path) for f in files}
-                gone = [p for p in states if p not in present and _under(p, roots)]
-                if gone:
-                    with _Timer(self.report, "write"):
-                        self.store.delete_paths(modality, gone)
-                    self.report.pruned[modality] = len(gone)
+            # columnar, out-of-core diff against the stored file states (indexer/plan.py)
+            todo[modality], unchanged, gone = plan_modality(self.store, modality, found.files[modality], roots,
+                                                            self.options.prune)  # fmt: skip
+            self.report.unchanged[modality] += unchanged
+            if self.options.prune and gone:
+                with _Timer(self.report, "write"):
+                    self.store.delete_paths(modality, gone)
+                self.report.pruned[modality] = len(gone)
         return todo
 
     def run(self, paths: Iterable[Path]) -> IndexReport:
