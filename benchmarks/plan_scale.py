@@ -152,8 +152,10 @@ def main() -> None:
     for n in args.counts:
         pair = {r["method"]: r for r in results if r["files"] == n}
         if len(pair) == 2:
-            print(f"{n:,} files: columnar / dict = {pair['columnar']['seconds'] / pair['dict']['seconds']:.2f}x time, "
-                  f"{pair['columnar']['peak_rss_mb'] / pair['dict']['peak_rss_mb']:.2f}x peak RSS")
+            print(
+                f"{n:,} files: columnar / dict = {pair['columnar']['seconds'] / pair['dict']['seconds']:.2f}x time, "
+                f"{pair['columnar']['peak_rss_mb'] / pair['dict']['peak_rss_mb']:.2f}x peak RSS"
+            )
     out_dir = ROOT / "benchmarks" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "plan_scale.json").write_text(json.dumps(results, indent=2))

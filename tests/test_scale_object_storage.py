@@ -39,9 +39,14 @@ def s3():
         files = corpus_files()
         upload(BUCKET, files)
         first = next(k for k in files if k.endswith(".wav"))
-        upload(BUCKET, {first.rsplit(".", 1)[0] + ".txt": b"a caption from a sidecar object\n",
-                        "corpus/sounds/broken.wav": b"RIFF\x10\x00\x00\x00WAVEjunk",
-                        "corpus/notes/readme.txt": b"a text document stored in a bucket"})
+        upload(
+            BUCKET,
+            {
+                first.rsplit(".", 1)[0] + ".txt": b"a caption from a sidecar object\n",
+                "corpus/sounds/broken.wav": b"RIFF\x10\x00\x00\x00WAVEjunk",
+                "corpus/notes/readme.txt": b"a text document stored in a bucket",
+            },
+        )
         yield env, files, first
 
 
@@ -137,10 +142,25 @@ def test_cli_bucket_in_and_database_in_bucket(s3, tiny_checkpoint, tmp_path):
     make_bucket("acs-db")
     child_env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
     db = "s3://acs-db/index.lancedb"
-    cmd = [sys.executable, "-m", "audioclip_search.cli", "index", f"s3://{BUCKET}/corpus/pictures",
-           f"s3://{BUCKET}/corpus/sounds/{next(iter(files)).rsplit('/', 1)[1]}", "--db", db,
-           "--model", str(tiny_checkpoint), "--device", "cpu", "--workers", "0", "--json",
-           "--log", str(tmp_path / "errors.log")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "audioclip_search.cli",
+        "index",
+        f"s3://{BUCKET}/corpus/pictures",
+        f"s3://{BUCKET}/corpus/sounds/{next(iter(files)).rsplit('/', 1)[1]}",
+        "--db",
+        db,
+        "--model",
+        str(tiny_checkpoint),
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--json",
+        "--log",
+        str(tmp_path / "errors.log"),
+    ]
     out = subprocess.run(cmd, env=child_env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     store = Index.open(db, create=False).store
@@ -149,9 +169,26 @@ def test_cli_bucket_in_and_database_in_bucket(s3, tiny_checkpoint, tmp_path):
     again = subprocess.run(cmd, env=child_env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert '"unchanged"' in again.stdout and Index.open(db, create=False).store.count("image") == 2
-    query = subprocess.run([sys.executable, "-m", "audioclip_search.cli", "query", "--text", "a frog", "--db", db,
-                            "--where", f"path LIKE 's3://{BUCKET}/%'",
-                            "--target", "image", "--json"], env=child_env, capture_output=True, text=True,
-                           timeout=300)
+    query = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "audioclip_search.cli",
+            "query",
+            "--text",
+            "a frog",
+            "--db",
+            db,
+            "--where",
+            f"path LIKE 's3://{BUCKET}/%'",
+            "--target",
+            "image",
+            "--json",
+        ],
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert query.returncode == 0, query.stderr[-2000:]
     assert f"s3://{BUCKET}/corpus/pictures/" in query.stdout

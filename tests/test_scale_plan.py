@@ -40,13 +40,24 @@ def test_diff_matches_reference(tmp_path, rows_per_partition):
             stored[p] = (int(rng.integers(1, 10_000)), 1.0, f"sha{i}")
     want = _reference(listing, stored)
     lpaths = list(listing)
-    ltab = pa.table({"path": lpaths, "size": pa.array([listing[p][0] for p in lpaths], pa.int64()),
-                     "mtime": [listing[p][1] for p in lpaths], "pos": pa.array(range(len(lpaths)), pa.int64())})
+    ltab = pa.table(
+        {
+            "path": lpaths,
+            "size": pa.array([listing[p][0] for p in lpaths], pa.int64()),
+            "mtime": [listing[p][1] for p in lpaths],
+            "pos": pa.array(range(len(lpaths)), pa.int64()),
+        }
+    )
     # three "windows" per stored path, as an audio table holds
     spaths = [p for p in stored for _ in range(3)]
-    stab = pa.table({"path": spaths, "size": pa.array([stored[p][0] for p in spaths], pa.int64()),
-                     "mtime": pa.array([stored[p][1] for p in spaths], pa.float64()),
-                     "content_sha256": [stored[p][2] for p in spaths]})
+    stab = pa.table(
+        {
+            "path": spaths,
+            "size": pa.array([stored[p][0] for p in spaths], pa.int64()),
+            "mtime": pa.array([stored[p][1] for p in spaths], pa.float64()),
+            "content_sha256": [stored[p][2] for p in spaths],
+        }
+    )
     result = diff_listing(ltab.to_batches(512), stab.to_batches(333), tmp_path, rows_per_partition=rows_per_partition)
     try:
         for kind, paths in want.items():
@@ -54,8 +65,9 @@ def test_diff_matches_reference(tmp_path, rows_per_partition):
             assert len(got) == len(set(got)) and set(got) == paths, kind
             assert result.counts[kind] == len(paths)
         for batch in result.batches("changed"):
-            for p, pos, sha in zip(*(batch.column(c).to_pylist() for c in ("path", "pos", "known_sha256")),
-                                   strict=True):
+            for p, pos, sha in zip(
+                *(batch.column(c).to_pylist() for c in ("path", "pos", "known_sha256")), strict=True
+            ):
                 assert lpaths[pos] == p and sha == stored[p][2]
         assert all(sha is None for sha in result.column("new", "known_sha256").to_pylist())
         assert result.partitions == (1 if rows_per_partition > n else 6)

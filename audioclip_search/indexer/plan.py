@@ -182,9 +182,11 @@ class PlanResult:
 def _classify(listing: pa.Table, stored: pa.Table) -> dict[str, pa.Table]:
     if stored.num_rows:
         # one state per path (an audio file has a row per window, all with the same state)
-        stored = stored.group_by("path", use_threads=False).aggregate(
-            [("size", "max"), ("mtime", "max"), ("content_sha256", "max")]
-        ).rename_columns(["path", "s_size", "s_mtime", "known_sha256"])
+        stored = (
+            stored.group_by("path", use_threads=False)
+            .aggregate([("size", "max"), ("mtime", "max"), ("content_sha256", "max")])
+            .rename_columns(["path", "s_size", "s_mtime", "known_sha256"])
+        )
     else:
         stored = STATE_SCHEMA.empty_table().rename_columns(["path", "s_size", "s_mtime", "known_sha256"])
     stored = stored.append_column("stored", pa.array(np.ones(stored.num_rows, dtype=bool)))
@@ -272,14 +274,21 @@ def diff_listing(
     return result
 
 
-def plan_modality(store, modality: str, files: list, roots: list, prune: bool,  # noqa: ANN001
-                  workdir: str | Path | None = None) -> tuple[list, int, list[str]]:
+def plan_modality(
+    store,
+    modality: str,
+    files: list,
+    roots: list,
+    prune: bool,  # noqa: ANN001
+    workdir: str | Path | None = None,
+) -> tuple[list, int, list[str]]:
     """What :meth:`IndexRunner.plan` needs for one modality, from the columnar diff:
     ``(todo, unchanged, gone)`` -- the new and changed ``files`` in their listed order with
     ``known_sha256`` set from the store, the number unchanged, and (with ``prune``) the stored
     paths under ``roots`` that were not found."""
-    result = diff_listing(listing_batches(files), stored_batches(store, modality), workdir,
-                          stored_rows=store.count(modality))
+    result = diff_listing(
+        listing_batches(files), stored_batches(store, modality), workdir, stored_rows=store.count(modality)
+    )
     try:
         todo_pos = []
         for kind in ("new", "changed"):
