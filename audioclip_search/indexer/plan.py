@@ -10,7 +10,7 @@ files neither side fits in Python objects, so both are Arrow record batches end 
    classified with ``pyarrow.compute``;
 3. the four results are Arrow IPC files read back in batches (:meth:`PlanResult.batches`).
 
-Partitions hold about ``rows_per_partition`` rows (default 10^6), so peak memory is set by that
+Partitions hold about ``rows_per_partition`` rows (default 5 x 10^5), so peak memory is set by that
 constant, not by the archive: a Grace hash join. Nothing here needs the model.
 """
 
@@ -28,8 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
-#: Rows per partition joined in memory (peak memory ~ a few hundred MB at this size).
-ROWS_PER_PARTITION = 1_000_000
+#: Rows per partition joined in memory: sets the peak memory (see benchmarks/plan_scale.py).
+ROWS_PER_PARTITION = 500_000
 #: Rows per batch written to the listing.
 LISTING_BATCH = 65_536
 #: Two mtimes this close are the same (float seconds stored by earlier runs).
@@ -148,7 +148,7 @@ class _Partitioner:
     def read(self, i: int) -> pa.Table:
         if i not in self._writers:
             return self.schema.empty_table()
-        with pa.memory_map(str(self.paths[i])) as source:
+        with pa.OSFile(str(self.paths[i])) as source:
             return ipc.open_file(source).read_all()
 
 
@@ -165,7 +165,7 @@ class PlanResult:
         path = self.folder / f"{kind}.arrow"
         if not path.exists():
             return
-        with pa.memory_map(str(path)) as source:
+        with pa.OSFile(str(path)) as source:
             reader = ipc.open_file(source)
             for i in range(reader.num_record_batches):
                 yield reader.get_batch(i)
@@ -246,7 +246,7 @@ def diff_listing(
     left = _Partitioner(folder, "listing", LISTING_SCHEMA, partitions)
     right = _Partitioner(folder, "stored", STATE_SCHEMA, partitions)
     try:
-        with pa.memory_map(str(spilled)) as source:
+        with pa.OSFile(str(spilled)) as source:
             reader = ipc.open_file(source)
             for i in range(reader.num_record_batches):
                 left.write(reader.get_batch(i))
