@@ -83,9 +83,9 @@ def measure(folder: Path, n: int, method: str) -> dict:
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     if method == "columnar":
-        from audioclip_search.indexer.plan import diff_listing
+        from audioclip_search.indexer.plan import diff_listing, scan_states
 
-        stored = tbl.to_lance().to_batches(columns=["path", "size", "mtime", "content_sha256"], batch_size=65_536)
+        stored = scan_states(tbl.to_lance())
         result = diff_listing(_listing_batches(n), stored, folder, stored_rows=tbl.count_rows())
         counts = dict(result.counts)
         result.cleanup()

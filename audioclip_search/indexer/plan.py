@@ -74,7 +74,15 @@ def stored_batches(store, modality: str, batch_rows: int = LISTING_BATCH) -> Ite
     snap = store.snapshot(modality)
     if snap is None:
         return
-    for batch in snap.to_lance().to_batches(columns=list(STATE_SCHEMA.names), batch_size=batch_rows):
+    yield from scan_states(snap.to_lance(), batch_rows)
+
+
+def scan_states(dataset, batch_rows: int = LISTING_BATCH) -> Iterator[pa.RecordBatch]:  # noqa: ANN001
+    """The state columns of a Lance dataset, one fragment read ahead at a time (Lance's default
+    reads several fragments ahead, which makes memory grow with the table's size)."""
+    scanner = dataset.scanner(columns=list(STATE_SCHEMA.names), batch_size=batch_rows, fragment_readahead=1,
+                              batch_readahead=2)  # fmt: skip
+    for batch in scanner.to_batches():
         yield batch.select(list(STATE_SCHEMA.names))
 
 
