@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .encoder import Encoder
+from .fsio import input_path
 from .indexer.pipeline import IndexOptions, IndexReport, IndexRunner, ProgressHook
 from .search import Hit, QueryEmbedder, SearchEngine
 
@@ -103,7 +104,7 @@ class Index:
             progress: ProgressHook | None = None) -> IndexReport:
         """Index new and changed files under `paths` (files or folders, recursively)."""
         runner = IndexRunner(self.store, self.encoder, options, progress)
-        return runner.run([Path(p) for p in _as_list(paths)])
+        return runner.run([input_path(p) for p in _as_list(paths)])
 
     def search(self, text: str | Sequence[str] | None = None, audio: str | Path | Sequence | None = None,
                image: str | Path | Sequence | None = None, target: str | Sequence[str] = "all", k: int = 10,

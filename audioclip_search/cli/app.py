@@ -18,7 +18,7 @@ app = typer.Typer(
 
 # (module, sub-app name or None for a plain command module that registers itself)
 _SUBAPPS = [("weights", "weights")]
-_COMMANDS: list[str] = ["index", "query", "classify", "info", "check", "eval", "serve", "train"]
+_COMMANDS: list[str] = ["index", "query", "classify", "info", "check", "eval", "serve", "train", "merge"]
 
 
 def _version_callback(value: bool) -> None:

@@ -40,7 +40,8 @@ def _error_log_path(store, explicit: Path | None) -> Path:  # noqa: ANN001
 
 @guarded
 def index_command(
-    paths: list[Path] = typer.Argument(..., help="Files and folders to index (recursively)."),
+    paths: list[str] = typer.Argument(..., help="Files and folders to index (recursively); also s3://, gs://, "
+                                      "az:// prefixes (credentials/endpoint from the usual environment)."),
     db: str = db_option(),
     model: str = model_option(),
     arch: str = arch_option(),
@@ -64,12 +65,13 @@ def index_command(
                                                     "it to finish instead of stopping."),
 ) -> None:
     """Index sounds, pictures and texts; re-running encodes only new or changed files."""
+    from ..fsio import is_object_uri
     from ..indexer.pipeline import IndexOptions
     from ..indexer.windows import WindowSpec
     from ..store.lock import DatabaseBusyError
     from ..store.storage import StorageError
 
-    missing = [p for p in paths if not os.path.lexists(p)]
+    missing = [p for p in paths if not is_object_uri(p) and not os.path.lexists(os.path.expanduser(p))]
     if missing and len(missing) == len(paths):
         raise fail(f"no such file or folder: {', '.join(map(display_path, missing))}", code=2)
     if model and Path(model).expanduser().is_file():  # a file: bind by content, label by absolute path
@@ -83,7 +85,7 @@ def index_command(
         raise fail(str(exc), code=2) from None
 
 
-def _run(paths: list[Path], db: str | None, model: str | None, arch: str | None, device: str, precision: str,
+def _run(paths: list[str], db: str | None, model: str | None, arch: str | None, device: str, precision: str,
          table_set: str, options: IndexOptions, log: Path | None, as_json: bool) -> None:
     """Open, lock, check, load the model, index: the order that refuses early what would fail late."""
     from ..index import Index
@@ -103,7 +105,7 @@ def _run(paths: list[Path], db: str | None, model: str | None, arch: str | None,
         _index(idx, paths, options, log, as_json)
 
 
-def _index(idx, paths: list[Path], options: IndexOptions, log: Path | None, as_json: bool) -> None:  # noqa: ANN001
+def _index(idx, paths: list[str], options: IndexOptions, log: Path | None, as_json: bool) -> None:  # noqa: ANN001
     with err_console.status("loading the model..."):
         encoder = idx.encoder
     info = encoder.info

@@ -152,6 +152,13 @@ def _walk(root: Path, skipped: list[tuple[str, str]]) -> list[Path]:
 
 def discover(paths: list[Path], captions_manifest: Path | None = None) -> Discovery:
     """Walk `paths` (files or folders, recursively) and return the indexable files by modality."""
+    from ..fsio import is_object_path  # object-store prefixes (s3://, gs://, az://): see fsio
+
+    if any(is_object_path(p) for p in paths):
+        from ..fsio.discover import discover_objects
+
+        local = discover([p for p in paths if not is_object_path(p)], captions_manifest)
+        return discover_objects([p for p in paths if is_object_path(p)], into=local)
     skipped: list[tuple[str, str]] = []
     candidates: list[Path] = []
     for p in paths:

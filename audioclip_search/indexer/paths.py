@@ -30,7 +30,11 @@ def is_utf8(path: str | os.PathLike[str]) -> bool:
 
 
 def stored_path(path: str | os.PathLike[str]) -> str:
-    """The text the store records for a local file path (see the module doc)."""
+    """The text the store records for a file: a local path as the module doc says, an object's URI as is."""
+    from ..fsio.paths import ObjectPath
+
+    if isinstance(path, ObjectPath):
+        return str(path)
     text = os.fspath(path)
     if is_utf8(text):
         return text

@@ -27,8 +27,10 @@ import numpy as np
 from ..audio import AudioLimits
 from ..crashpoints import crash_point
 from ..encoder import Encoder
+from ..fsio import input_path, is_object_path
 from .discover import MODALITIES, SourceFile, discover
-from .paths import display_path, fs_path, stored_path
+from .paths import display_path, stored_path
+from .plan import plan_modality
 from .reader import DecodedFile, read_files
 from .state import settle_caption, stored_captions
 from .windows import WindowSpec
@@ -88,15 +90,6 @@ class _Timer:
         self.report.stage_seconds[self.stage] += time.perf_counter() - self.start
 
 
-def _changed(source: SourceFile, state) -> bool:  # noqa: ANN001 - store.FileState
-    return state is None or state.size != source.size or abs(state.mtime - source.mtime) > 1e-6
-
-
-def _under(stored: str, roots: list[Path]) -> bool:
-    path = str(fs_path(stored))
-    return any(path == str(r) or path.startswith(str(r).rstrip("/") + "/") for r in roots)
-
-
 def auto_workers(device_type: str) -> int:
     """Decoding processes when not given: none on CPU, where the model's threads already use every
     core and decoding (~5 ms a clip against ~300 ms of encoding) is cheaper in-process than a
@@ -134,39 +127,36 @@ class IndexRunner:
 
     def plan(self, paths: Iterable[Path]) -> dict[str, list[SourceFile]]:
         """Discover files and keep the new or changed ones; records unchanged and prunes."""
-        roots = [Path(os.path.realpath(os.path.expanduser(p))) for p in paths]  # never raises on loops
+        roots = [input_path(p) for p in paths]  # local paths resolved; s3:// etc. kept whole
         with _Timer(self.report, "discover"):
-            found = discover([Path(os.path.expanduser(p)) for p in paths], self.options.captions)
+            # local arguments unresolved, so a self-looping symlink is reported as one failed path
+            args = [r if is_object_path(r) else Path(os.path.expanduser(p)) for p, r in zip(paths, roots, strict=True)]
+            found = discover(args, self.options.captions)
         self.report.failed.extend(found.skipped)
         todo: dict[str, list[SourceFile]] = {}
         have_manifest = self.options.captions is not None
         for modality in MODALITIES:
-            states = self.store.file_states(modality)
-            captions = stored_captions(self.store, modality) if states else {}
             files = found.files[modality]
-            todo[modality] = []
+            # columnar, out-of-core diff against the stored file states (indexer/plan.py)
+            todo[modality], unchanged, gone = plan_modality(self.store, modality, files, roots,
+                                                            self.options.prune)  # fmt: skip
+            self.report.unchanged[modality] += unchanged
+            planned = {id(f) for f in todo[modality]}
+            captions = stored_captions(self.store, modality)
             recaption: list[SourceFile] = []
             for f in files:
                 key = stored_path(f.path)
-                state = states.get(key)
-                f.stored = state is not None
+                f.stored = id(f) not in planned or f.known_sha256 is not None
                 caption_changed = settle_caption(f, captions.get(key), have_manifest)
-                if _changed(f, state):
-                    f.known_sha256 = state.content_sha256 if state is not None else None
-                    todo[modality].append(f)
-                elif caption_changed:
+                if id(f) not in planned and caption_changed:
                     recaption.append(f)
-            self.report.unchanged[modality] += len(files) - len(todo[modality])
             if recaption:
                 self._refresh_file_meta(modality, recaption)
                 self.report.recaptioned[modality] += len(recaption)
-            if self.options.prune:
-                present = {stored_path(f.path) for f in files}
-                gone = [p for p in states if p not in present and _under(p, roots)]
-                if gone:
-                    with _Timer(self.report, "write"):
-                        self.store.delete_paths(modality, gone)
-                    self.report.pruned[modality] = len(gone)
+            if self.options.prune and gone:
+                with _Timer(self.report, "write"):
+                    self.store.delete_paths(modality, gone)
+                self.report.pruned[modality] = len(gone)
         return todo
 
     def run(self, paths: Iterable[Path]) -> IndexReport:

@@ -29,6 +29,7 @@ import torch
 from ..audio import MODEL_SAMPLE_RATE, AudioLimits, probe_audio, stream_audio
 from ..crashpoints import crash_point
 from ..errors import InputError
+from ..fsio import is_object_path
 from ..image import image_transform, load_image
 from .discover import MAX_TEXT_BYTES, SourceFile
 from .windows import WindowCutter, WindowSpec
@@ -96,6 +97,11 @@ def decode_pieces(
     A failure part-way through a long file ends its pieces with one ``complete`` piece carrying
     the error: the caller drops what it kept of the earlier pieces.
     """
+    if is_object_path(source.path):  # an object in S3/GCS/Azure: decoded from a local copy
+        from ..fsio.decode import decode_object_pieces
+
+        yield from decode_object_pieces(source, lambda local: decode_pieces(local, limits, image_size, window))
+        return
     item = DecodedFile(source)
     piece = 0
     try:
@@ -146,7 +152,7 @@ def decode_file(
 
 def is_long_audio(source: SourceFile, limits: AudioLimits) -> bool:
     """Whether ``source`` must be streamed in the main process (long, or of unknown length)."""
-    if source.modality != "audio":
+    if source.modality != "audio" or is_object_path(source.path):
         return False
     try:
         info = probe_audio(source.path, limits)

@@ -23,6 +23,8 @@ from urllib.parse import unquote_to_bytes, urlparse
 from PIL import Image, ImageOps
 from starlette.responses import Response, StreamingResponse
 
+from .. import fsio
+from ..fsio import ObjectPath, is_object_uri
 from ..image import to_rgb
 
 CHUNK = 64 * 1024
@@ -52,11 +54,12 @@ CONTENT_TYPES: dict[str, str] = {
 
 
 def content_type_for(path: str | Path) -> str:
-    return CONTENT_TYPES.get(Path(path).suffix.lower(), "application/octet-stream")
+    return CONTENT_TYPES.get(os.path.splitext(str(path))[1].lower(), "application/octet-stream")
 
 
-def local_file(stored_path: str) -> Path | None:
-    """The local file a stored ``path`` names (an absolute path or a ``file://`` URI), else None."""
+def local_file(stored_path: str) -> Path | ObjectPath | None:
+    """The file a stored ``path`` names (an absolute path, a ``file://`` URI, or an object-store URI
+    such as ``s3://bucket/key``, read through :mod:`audioclip_search.fsio`), else None."""
     if not stored_path:
         return None
     if stored_path.startswith("file://"):
@@ -65,7 +68,7 @@ def local_file(stored_path: str) -> Path | None:
             return None
         stored_path = os.fsdecode(unquote_to_bytes(parsed.path))  # lossless for non-UTF-8 names
     elif "://" in stored_path:
-        return None
+        return ObjectPath(stored_path) if is_object_uri(stored_path) else None
     path = Path(stored_path)
     return path if path.is_absolute() else None
 
@@ -102,8 +105,21 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
     return first, min(last, size - 1)
 
 
-def _etag(st: os.stat_result) -> str:
-    return f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
+def _etag(size: int, mtime_ns: int) -> str:
+    return f'"{size:x}-{mtime_ns:x}"'
+
+
+def _stat(path: Path | ObjectPath) -> tuple[int, int]:
+    """(size, mtime in ns) of a local file or an object."""
+    if isinstance(path, ObjectPath):
+        info = fsio.file_info(path)
+        return info.size, int(info.mtime * 1e9)
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def _open(path: Path | ObjectPath):  # noqa: ANN202 - a seekable binary file
+    return fsio.open_object(path) if isinstance(path, ObjectPath) else open(path, "rb")  # noqa: SIM115
 
 
 def _read_span(fh, first: int, length: int) -> Iterator[bytes]:  # noqa: ANN001
@@ -120,15 +136,18 @@ def _read_span(fh, first: int, length: int) -> Iterator[bytes]:  # noqa: ANN001
         fh.close()
 
 
-def file_response(path: Path, range_header: str | None, if_range: str | None = None, *,
+def file_response(path: Path | ObjectPath, range_header: str | None, if_range: str | None = None, *,
                   method: str = "GET", media_type: str | None = None) -> Response:
     """Stream ``path`` (whole or one range). Raises FileNotFoundError if it cannot be opened."""
-    fh = open(path, "rb")  # noqa: SIM115 - closed by the streaming generator
+    fh = _open(path)  # closed by the streaming generator
     try:
-        st = os.fstat(fh.fileno())
-        size = st.st_size
-        etag = _etag(st)
-        last_modified = formatdate(st.st_mtime, usegmt=True)
+        if isinstance(path, ObjectPath):
+            size, mtime_ns = _stat(path)
+        else:
+            st = os.fstat(fh.fileno())
+            size, mtime_ns = st.st_size, st.st_mtime_ns
+        etag = _etag(size, mtime_ns)
+        last_modified = formatdate(mtime_ns / 1e9, usegmt=True)
         headers = {"Accept-Ranges": "bytes", "ETag": etag, "Last-Modified": last_modified,
                    "Cache-Control": "private, max-age=300"}
         media_type = media_type or content_type_for(path)
@@ -183,7 +202,7 @@ def make_thumbnail(path: Path, size: int, fmt: str = "auto", max_pixels: int = 2
 
 
 def _make_thumbnail(path: Path, size: int, fmt: str, max_pixels: int) -> Thumbnail:
-    with Image.open(path) as img:
+    with _open(path) as fh, Image.open(fh) as img:
         if img.size[0] * img.size[1] > max_pixels:
             raise ValueError(f"image too large ({img.size[0]}x{img.size[1]} pixels)")
         img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale
@@ -219,8 +238,7 @@ class ThumbnailCache:
         self.misses = 0
 
     def get(self, path: Path, size: int, fmt: str, max_pixels: int = 200_000_000) -> Thumbnail:
-        st = path.stat()
-        key = (str(path), st.st_size, st.st_mtime_ns, size, fmt)
+        key = (str(path), *_stat(path), size, fmt)
         with self._lock:
             found = self._items.get(key)
             if found is not None:
