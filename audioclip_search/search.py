@@ -91,6 +91,11 @@ class SearchEngine:
 
     def search_vector(self, vector: np.ndarray, target: str | Sequence[str] = "all", k: int = 10,
                       where: str | None = None) -> list[Hit]:
+        """Rank the target tables' rows against ``vector``.
+
+        Each table is pinned once (:meth:`Store.snapshot`) and both the ranking and the rows shown
+        come from that snapshot, so an index run committing meanwhile cannot mix versions.
+        """
         if k < 1:
             raise ValueError("k must be >= 1")
         targets = list(MODALITIES) if target == "all" else ([target] if isinstance(target, str) else list(target))
@@ -98,22 +103,28 @@ class SearchEngine:
         if unknown:
             raise ValueError(f"unknown target {sorted(unknown)}: use audio, image, text or all")
         query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        found: list[tuple[float, str, str]] = []
+        found: list[tuple[float, str, str, int]] = []
+        snaps = {}
         for modality in targets:
-            if not self.store.count(modality):
+            snap = self.store.snapshot(modality)
+            if snap is None or not snap.count():
                 continue
-            result = self.searcher.search(modality, query, k, where=where)
-            found += [(float(s), modality, str(i)) for s, i in zip(result.scores[0], result.ids[0], strict=True)
+            snaps[modality] = snap
+            result = self.searcher.search(modality, query, k, where=where, snapshot=snap)
+            rows = result.row_ids[0] if result.row_ids is not None else [-1] * k
+            found += [(float(s), modality, str(i), int(r))
+                      for s, i, r in zip(result.scores[0], result.ids[0], rows, strict=True)
                       if i is not None and i != ""]
         found.sort(key=lambda t: -t[0])
         found = found[:k]
-        rows: dict[tuple[str, str], dict] = {}
-        for modality in {m for _, m, _ in found}:
-            ids = [i for _, m, i in found if m == modality]
-            rows.update({(modality, r["id"]): r for r in self.store.rows_by_ids(modality, ids)})
+        shown: dict[tuple[str, str], dict] = {}
+        for modality in dict.fromkeys(m for _, m, _, _ in found):
+            picked = [(i, r) for _, m, i, r in found if m == modality]
+            rows = snaps[modality].rows([i for i, _ in picked], row_ids=[r for _, r in picked])
+            shown.update({(modality, r["id"]): r for r in rows})
         hits = []
-        for rank, (score, modality, item_id) in enumerate(found, 1):
-            row = rows.get((modality, item_id), {})
+        for rank, (score, modality, item_id, _) in enumerate(found, 1):
+            row = shown.get((modality, item_id), {})
             hits.append(Hit(rank=rank, score=score, modality=modality, id=item_id, path=row.get("path", ""),
                             start=row.get("start"), end=row.get("end"), caption=row.get("caption"),
                             labels=list(row.get("labels") or []), text=row.get("text")))

@@ -153,15 +153,10 @@ def clean_ids(row: np.ndarray) -> list[str]:
     return [x for x in row.tolist() if x is not None]
 
 
-def lance_query(tbl: Any, q: np.ndarray, k: int, nprobes: int, refine: int | None, ef: int | None) -> list[str]:
-    """The query ``Store.lancedb_search`` runs, on one held table handle (no per-call version check,
-    like ``VectorIndex.search``)."""
-    b = tbl.search(q, vector_column_name="embedding").distance_type("dot").limit(k).nprobes(nprobes)
-    if refine:
-        b = b.refine_factor(refine)
-    if ef:
-        b = b.ef(ef)
-    return b.select(["id", "_distance"]).to_arrow().column("id").to_pylist()
+def lance_query(snap: Any, q: np.ndarray, k: int, nprobes: int, refine: int | None, ef: int | None) -> list[str]:
+    """LanceDB's own ANN on one pinned :class:`TableSnapshot` (what ``backend="lancedb"`` runs)."""
+    _, ids, _ = snap.vector_search(q[None], k, nprobes=nprobes, refine_factor=refine, ef=ef)
+    return clean_ids(ids[0])
 
 
 # --------------------------------------------------------------------------------- methods

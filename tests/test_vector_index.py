@@ -105,7 +105,7 @@ def test_approximate_recall_on_clustered_data(tmp_path: Path, kind: str, extra: 
 
 
 def test_two_level_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vx, "TWO_LEVEL_FROM", 16)  # production: from 1024 lists
+    monkeypatch.setattr(vx.build, "TWO_LEVEL_FROM", 16)  # production: from 1024 lists
     rng = np.random.default_rng(11)
     dim = 32
     centres = unit(rng.standard_normal((30, dim)))
