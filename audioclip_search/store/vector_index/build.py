@@ -31,7 +31,7 @@ from faiss.contrib.evaluation import knn_intersection_measure
 from ..errors import StoreError
 from ..schema import arrow_embeddings, check_modality
 from ..snapshot import ROWID, TableSnapshot
-from .files import MANIFEST_FORMAT, index_dir, new_token, save_index
+from .files import MANIFEST_FORMAT, discard_build_files, index_dir, new_token, save_index
 from .index import VectorIndex, encode_ids
 from .policy import (
     BUILD_BATCH,
@@ -106,7 +106,6 @@ def build_index(
     snap = store.snapshot(modality)
     if snap is None:
         raise StoreError(f"no {modality} table in {store.uri} (table set {store.table_set!r})")
-    version = snap.version
     n = snap.count()
     if n == 0:
         raise StoreError(f"the {modality} table is empty: nothing to index")
@@ -179,6 +178,33 @@ def build_index(
         refine_vectors = np.lib.format.open_memmap(
             directory / f"{stem}.f16.npy", mode="w+", dtype=np.float16, shape=(n, dim)
         )
+    try:
+        vi = _add_tune_save(
+            store, modality, snap, index, kind, params, ids_sorted, row_ids, max_ts, tuning, refine_vectors,
+            directory=directory, stem=stem, token=token, batch_rows=batch_rows, nprobe=nprobe,
+            ef_search=ef_search, refine_factor=refine_factor, target_recall=target_recall, save=save,
+            t_start=t_start, t_wall=t_wall, train_s=train_s, tune_n=tune_n,
+        )
+    except BaseException:
+        if refine_vectors is not None:
+            discard_build_files(directory, stem)
+        raise
+    vi.device = resolve_device(device)
+    if vi.device == "cuda":
+        vi._to_gpu()
+    return vi
+
+
+
+def _add_tune_save(
+    store: Store, modality: str, snap: TableSnapshot, index: faiss.Index, kind: str, params: dict[str, Any],
+    ids_sorted: np.ndarray, row_ids: np.ndarray, max_ts: int, tuning: Tuning | None,
+    refine_vectors: np.ndarray | None, *, directory: Any, stem: str, token: str, batch_rows: int,
+    nprobe: int | None, ef_search: int | None, refine_factor: int | None, target_recall: float, save: bool,
+    t_start: float, t_wall: float, train_s: float, tune_n: int,
+) -> VectorIndex:
+    """Pass 2 of :func:`build_index`: add every vector under its label, tune, save."""
+    n, dim, version = len(ids_sorted), snap.dim, snap.version
     dense: np.ndarray | None = np.empty((n, dim), np.float32) if kind == "flat" else None
     # The tuning rows are held out of the index until tuned, so they act as unseen queries.
     holdout = kind in ("ivf_flat", "ivf_pq", "hnsw") and tuning is not None
@@ -265,11 +291,7 @@ def build_index(
     manifest["index_bytes"] = estimate_index_bytes(kind, n, dim, params)
     if save:
         save_index(vi, store, token, t_wall)
-    vi.device = resolve_device(device)
-    if vi.device == "cuda":
-        vi._to_gpu()
     return vi
-
 
 
 def tune(

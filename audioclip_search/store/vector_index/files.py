@@ -83,6 +83,13 @@ def _write_npy(array: np.ndarray, path: Path) -> None:
         np.save(fh, np.asarray(array), allow_pickle=False)
 
 
+def discard_build_files(directory: Path, stem: str) -> None:
+    """Remove every file of one (failed) build: ``<stem>.*``."""
+    for p in directory.glob(f"{stem}.*"):
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
 def save_index(vi: VectorIndex, store: Store, token: str, started: float) -> None:
     """Write ``vi``'s files and then its manifest; drop earlier builds' files of the same table."""
     directory = index_dir(store)
@@ -90,15 +97,20 @@ def save_index(vi: VectorIndex, store: Store, token: str, started: float) -> Non
     table = store.table_name(vi.modality)
     stem = f"{table}.{token}"
     files = {"index": f"{stem}.faiss", "ids": f"{stem}.ids.npy"}
-    _write_faiss(vi.index, directory / files["index"])
-    _write_npy(vi.ids, directory / files["ids"])
     if vi.row_ids is not None:
         files["row_ids"] = f"{stem}.rowids.npy"
-        _write_npy(vi.row_ids, directory / files["row_ids"])
     if vi.refine_vectors is not None:
         files["vectors"] = f"{stem}.f16.npy"  # written in place during the build, before this manifest
-    vi.manifest["files"] = files
-    atomic_write_text(directory / f"{table}.json", json.dumps(vi.manifest, indent=2))
+    try:
+        _write_faiss(vi.index, directory / files["index"])
+        _write_npy(vi.ids, directory / files["ids"])
+        if vi.row_ids is not None:
+            _write_npy(vi.row_ids, directory / files["row_ids"])
+        vi.manifest["files"] = files
+        atomic_write_text(directory / f"{table}.json", json.dumps(vi.manifest, indent=2))
+    except BaseException:  # e.g. a full disk: no file of this build may stay (the old index still works)
+        discard_build_files(directory, stem)
+        raise
     vi.directory = directory
     # Drop files of earlier builds of this table (open handles elsewhere stay valid on POSIX);
     # only files older than this build: a concurrent build's files are left alone.
