@@ -23,7 +23,21 @@ from .indexer.windows import WindowSpec, split_windows
 
 
 @dataclass
+class Window:
+    """Another matching window of a file hit (audio), below the window that scored the file."""
+
+    id: str
+    score: float
+    start: float | None = None
+    end: float | None = None
+
+
+@dataclass
 class Hit:
+    """One result. Per file (the default), ``score``/``start``/``end``/``id`` are the file's best
+    window, ``windows`` its other matching windows (best first) and ``paths`` every path holding
+    the same content (same sha256), the best-scoring first."""
+
     rank: int
     score: float
     modality: str
@@ -34,9 +48,15 @@ class Hit:
     caption: str | None = None
     labels: list[str] = field(default_factory=list)
     text: str | None = None
+    windows: list[Window] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+#: First search depth per file asked for (windows per file); grows x4 until k files are certain.
+FILE_DEPTH = 4
 
 
 def _normalise(v: np.ndarray) -> np.ndarray:
@@ -44,6 +64,24 @@ def _normalise(v: np.ndarray) -> np.ndarray:
     if norm == 0.0 or not np.isfinite(norm):
         raise ValueError("the query embedding is zero or not finite")
     return (v / norm).astype(np.float32)
+
+
+@dataclass
+class _Candidate:
+    """One ranked row of one table before grouping (``row`` filled from the pinned snapshot)."""
+
+    score: float
+    modality: str
+    id: str
+    row_id: int
+    row: dict | None = None
+
+    @property
+    def group_key(self) -> str:
+        """Rows of the same content (sha256) group together; rows without one group by path."""
+        row = self.row or {}
+        sha = row.get("content_sha256")
+        return f"sha:{sha}" if sha else f"path:{row.get('path', self.id)}"
 
 
 class QueryEmbedder:
@@ -90,11 +128,17 @@ class SearchEngine:
         self.searcher = Searcher(store, device=device, backend=backend)
 
     def search_vector(self, vector: np.ndarray, target: str | Sequence[str] = "all", k: int = 10,
-                      where: str | None = None) -> list[Hit]:
-        """Rank the target tables' rows against ``vector``.
+                      where: str | None = None, *, per_window: bool = False) -> list[Hit]:
+        """Rank the target tables' rows against ``vector``: ``k`` files, or ``k`` windows/rows with
+        ``per_window=True``.
 
         Each table is pinned once (:meth:`Store.snapshot`) and both the ranking and the rows shown
         come from that snapshot, so an index run committing meanwhile cannot mix versions.
+
+        Per file: one hit per file (rows with the same ``content_sha256`` count as one file, listing
+        all their paths), scored by its best window. Tables are searched ``k * FILE_DEPTH`` deep,
+        then deeper (x4) until ``k`` files are certain: a file not seen yet could only score below
+        the last candidate of a table that was not searched to its end.
         """
         if k < 1:
             raise ValueError("k must be >= 1")
@@ -103,43 +147,77 @@ class SearchEngine:
         if unknown:
             raise ValueError(f"unknown target {sorted(unknown)}: use audio, image, text or all")
         query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        found: list[tuple[float, str, str, int]] = []
         snaps = {}
         for modality in targets:
             snap = self.store.snapshot(modality)
-            if snap is None or not snap.count():
+            if snap is not None and snap.count():
+                snaps[modality] = snap
+        depth = k if per_window else k * FILE_DEPTH
+        while True:
+            found: list[_Candidate] = []
+            cutoff = -np.inf  # best score a row below some table's search depth could have
+            for modality, snap in snaps.items():
+                d = min(depth, snap.count())
+                result = self.searcher.search(modality, query, d, where=where, snapshot=snap)
+                rows = result.row_ids[0] if result.row_ids is not None else np.full(d, -1)
+                got = [_Candidate(float(sc), modality, str(i), int(r))
+                       for sc, i, r in zip(result.scores[0], result.ids[0], rows, strict=True)
+                       if i is not None and i != ""]
+                found += got
+                if len(got) == d and d < snap.count():
+                    cutoff = max(cutoff, got[-1].score)
+            found.sort(key=lambda c: -c.score)
+            if per_window:
+                return self._hits(snaps, [[c] for c in found[:k]])
+            self._fill_rows(snaps, found)
+            groups: dict[tuple[str, str], list[_Candidate]] = {}
+            for c in found:
+                groups.setdefault((c.modality, c.group_key), []).append(c)
+            ranked = sorted(groups.values(), key=lambda g: -g[0].score)
+            certain = [g for g in ranked if g[0].score > cutoff]
+            if len(certain) >= k or cutoff == -np.inf:
+                return self._hits(snaps, ranked[:k])
+            depth *= 4
+
+    @staticmethod
+    def _fill_rows(snaps: dict, found: list[_Candidate]) -> None:
+        """Attach each candidate's row, one ``take`` per table, from the pinned snapshots."""
+        for modality in dict.fromkeys(c.modality for c in found):
+            picked = [c for c in found if c.modality == modality and c.row is None]
+            if not picked:
                 continue
-            snaps[modality] = snap
-            result = self.searcher.search(modality, query, k, where=where, snapshot=snap)
-            rows = result.row_ids[0] if result.row_ids is not None else [-1] * k
-            found += [(float(s), modality, str(i), int(r))
-                      for s, i, r in zip(result.scores[0], result.ids[0], rows, strict=True)
-                      if i is not None and i != ""]
-        found.sort(key=lambda t: -t[0])
-        found = found[:k]
-        shown: dict[tuple[str, str], dict] = {}
-        for modality in dict.fromkeys(m for _, m, _, _ in found):
-            picked = [(i, r) for _, m, i, r in found if m == modality]
-            rows = snaps[modality].rows([i for i, _ in picked], row_ids=[r for _, r in picked])
-            shown.update({(modality, r["id"]): r for r in rows})
+            rows = snaps[modality].rows([c.id for c in picked], row_ids=[c.row_id for c in picked])
+            by_id = {r["id"]: r for r in rows}
+            for c in picked:
+                c.row = by_id.get(c.id, {})
+
+    def _hits(self, snaps: dict, groups: list[list[_Candidate]]) -> list[Hit]:
+        self._fill_rows(snaps, [c for g in groups for c in g])
         hits = []
-        for rank, (score, modality, item_id, _) in enumerate(found, 1):
-            row = shown.get((modality, item_id), {})
-            hits.append(Hit(rank=rank, score=score, modality=modality, id=item_id, path=row.get("path", ""),
+        for rank, group in enumerate(groups, 1):
+            best = group[0]
+            row = best.row or {}
+            path = row.get("path", "")
+            paths = list(dict.fromkeys(c.row.get("path", "") for c in group if c.row)) or [path]
+            others = [Window(c.id, c.score, c.row.get("start"), c.row.get("end"))
+                      for c in group[1:] if c.row and c.row.get("path") == path]
+            hits.append(Hit(rank=rank, score=best.score, modality=best.modality, id=best.id, path=path,
                             start=row.get("start"), end=row.get("end"), caption=row.get("caption"),
-                            labels=list(row.get("labels") or []), text=row.get("text")))
+                            labels=list(row.get("labels") or []), text=row.get("text"), windows=others,
+                            paths=paths))
         return hits
 
     def search(self, texts: Sequence[str] = (), audio: Sequence[str | Path] = (),
                images: Sequence[str | Path] = (), target: str | Sequence[str] = "all", k: int = 10,
-               where: str | None = None) -> list[Hit]:
+               where: str | None = None, *, per_window: bool = False) -> list[Hit]:
         vector = self.embedder.combine(texts, audio, images)
-        return self.search_vector(vector, target=target, k=k, where=where)
+        return self.search_vector(vector, target=target, k=k, where=where, per_window=per_window)
 
     def similar(self, modality: str, item_id: str, target: str | Sequence[str] = "all", k: int = 10,
-                where: str | None = None) -> list[Hit]:
+                where: str | None = None, *, per_window: bool = False) -> list[Hit]:
         """'Find similar': the stored item's own embedding is the query."""
         rows = self.store.rows_by_ids(modality, [item_id], with_embedding=True)
         if not rows:
             raise KeyError(f"no {modality} item with id {item_id!r}")
-        return self.search_vector(np.asarray(rows[0]["embedding"], dtype=np.float32), target, k, where)
+        return self.search_vector(np.asarray(rows[0]["embedding"], dtype=np.float32), target, k, where,
+                                  per_window=per_window)
