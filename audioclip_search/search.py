@@ -20,6 +20,7 @@ from .encoder import Encoder
 from .image import load_image
 from .indexer.discover import MODALITIES
 from .indexer.windows import WindowSpec, split_windows
+from .store.filters import Filter, FilterError, parse_filter
 
 
 @dataclass
@@ -53,6 +54,16 @@ class Hit:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+class Hits(list):
+    """The ranked :class:`Hit` list of one search, plus ``skipped``: the target tables a filter
+    was not applied to (they lack some of its columns) -> those missing columns. Those tables
+    contribute no results."""
+
+    def __init__(self, hits: Sequence[Hit] = (), skipped: dict[str, list[str]] | None = None):
+        super().__init__(hits)
+        self.skipped: dict[str, list[str]] = dict(skipped or {})
 
 
 #: First search depth per file asked for (windows per file); grows x4 until k files are certain.
@@ -128,7 +139,7 @@ class SearchEngine:
         self.searcher = Searcher(store, device=device, backend=backend)
 
     def search_vector(self, vector: np.ndarray, target: str | Sequence[str] = "all", k: int = 10,
-                      where: str | None = None, *, per_window: bool = False) -> list[Hit]:
+                      where: str | Filter | None = None, *, per_window: bool = False) -> Hits:
         """Rank the target tables' rows against ``vector``: ``k`` files, or ``k`` windows/rows with
         ``per_window=True``.
 
@@ -139,6 +150,10 @@ class SearchEngine:
         all their paths), scored by its best window. Tables are searched ``k * FILE_DEPTH`` deep,
         then deeper (x4) until ``k`` files are certain: a file not seen yet could only score below
         the last candidate of a table that was not searched to its end.
+
+        ``where`` (see :mod:`.store.filters`) applies to the target tables having its columns; the
+        others are skipped and named in the result's ``skipped``. A filter no target table can take
+        raises :class:`FilterError` naming the columns that exist.
         """
         if k < 1:
             raise ValueError("k must be >= 1")
@@ -147,18 +162,30 @@ class SearchEngine:
         if unknown:
             raise ValueError(f"unknown target {sorted(unknown)}: use audio, image, text or all")
         query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        flt = parse_filter(where) if isinstance(where, str) and where.strip() else (where or None)
         snaps = {}
+        skipped: dict[str, list[str]] = {}
         for modality in targets:
             snap = self.store.snapshot(modality)
-            if snap is not None and snap.count():
+            if snap is None or not snap.count():
+                continue
+            missing = flt.missing(snap.columns) if flt is not None else []
+            if missing:
+                skipped[modality] = missing
+            else:
                 snaps[modality] = snap
+        if flt is not None and skipped and not snaps:
+            have = sorted({c for m in skipped for c in self.store.snapshot(m).columns} - {"embedding"})
+            raise FilterError(f"no {'/'.join(skipped)} table has the column(s) {', '.join(sorted(flt.columns))} "
+                              f"of the filter {flt.text!r}; columns: {', '.join(have)}")
+        sql = flt.sql if flt is not None else None
         depth = k if per_window else k * FILE_DEPTH
         while True:
             found: list[_Candidate] = []
             cutoff = -np.inf  # best score a row below some table's search depth could have
             for modality, snap in snaps.items():
                 d = min(depth, snap.count())
-                result = self.searcher.search(modality, query, d, where=where, snapshot=snap)
+                result = self.searcher.search(modality, query, d, where=sql, snapshot=snap)
                 rows = result.row_ids[0] if result.row_ids is not None else np.full(d, -1)
                 got = [_Candidate(float(sc), modality, str(i), int(r))
                        for sc, i, r in zip(result.scores[0], result.ids[0], rows, strict=True)
@@ -168,7 +195,7 @@ class SearchEngine:
                     cutoff = max(cutoff, got[-1].score)
             found.sort(key=lambda c: -c.score)
             if per_window:
-                return self._hits(snaps, [[c] for c in found[:k]])
+                return Hits(self._hits(snaps, [[c] for c in found[:k]]), skipped)
             self._fill_rows(snaps, found)
             groups: dict[tuple[str, str], list[_Candidate]] = {}
             for c in found:
@@ -176,7 +203,7 @@ class SearchEngine:
             ranked = sorted(groups.values(), key=lambda g: -g[0].score)
             certain = [g for g in ranked if g[0].score > cutoff]
             if len(certain) >= k or cutoff == -np.inf:
-                return self._hits(snaps, ranked[:k])
+                return Hits(self._hits(snaps, ranked[:k]), skipped)
             depth *= 4
 
     @staticmethod
@@ -209,12 +236,12 @@ class SearchEngine:
 
     def search(self, texts: Sequence[str] = (), audio: Sequence[str | Path] = (),
                images: Sequence[str | Path] = (), target: str | Sequence[str] = "all", k: int = 10,
-               where: str | None = None, *, per_window: bool = False) -> list[Hit]:
+               where: str | Filter | None = None, *, per_window: bool = False) -> Hits:
         vector = self.embedder.combine(texts, audio, images)
         return self.search_vector(vector, target=target, k=k, where=where, per_window=per_window)
 
     def similar(self, modality: str, item_id: str, target: str | Sequence[str] = "all", k: int = 10,
-                where: str | None = None, *, per_window: bool = False) -> list[Hit]:
+                where: str | Filter | None = None, *, per_window: bool = False) -> Hits:
         """'Find similar': the stored item's own embedding is the query."""
         rows = self.store.rows_by_ids(modality, [item_id], with_embedding=True)
         if not rows:

@@ -12,6 +12,7 @@ from .common import (
     arch_option,
     db_option,
     device_option,
+    err_console,
     fail,
     guarded,
     model_option,
@@ -60,6 +61,9 @@ def query_command(
                      create=False, read_only=True)
     hits = idx.search(text=text or None, audio=audio or None, image=image or None, target=target, k=k, where=where,
                       per_window=per_window)
+    for modality, missing in getattr(hits, "skipped", {}).items():
+        err_console.print(f"note: the filter was not applied to the {modality} table (no column "
+                          f"{', '.join(missing)}); it gives no results", soft_wrap=True)
     if as_json:
         for hit in hits:
             print(json.dumps(hit.as_dict(), ensure_ascii=False))
