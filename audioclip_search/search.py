@@ -66,6 +66,8 @@ class Hits(list):
         self.skipped: dict[str, list[str]] = dict(skipped or {})
 
 
+#: Columns a hit shows (and groups by): a take of fewer columns is cheaper.
+SHOWN_COLUMNS = ("id", "path", "content_sha256", "start", "end", "caption", "labels", "text")
 #: First search depth per file asked for (windows per file); grows x4 until k files are certain.
 FILE_DEPTH = 4
 
@@ -213,7 +215,9 @@ class SearchEngine:
             picked = [c for c in found if c.modality == modality and c.row is None]
             if not picked:
                 continue
-            rows = snaps[modality].rows([c.id for c in picked], row_ids=[c.row_id for c in picked])
+            snap = snaps[modality]
+            cols = [c for c in SHOWN_COLUMNS if c in snap.columns]
+            rows = snap.rows([c.id for c in picked], row_ids=[c.row_id for c in picked], columns=cols)
             by_id = {r["id"]: r for r in rows}
             for c in picked:
                 c.row = by_id.get(c.id, {})
