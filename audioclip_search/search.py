@@ -69,7 +69,8 @@ class Hits(list):
 #: Columns a hit shows (and groups by): a take of fewer columns is cheaper.
 SHOWN_COLUMNS = ("id", "path", "content_sha256", "start", "end", "caption", "labels", "text")
 #: First search depth per file asked for (windows per file); grows x4 until k files are certain.
-FILE_DEPTH = 4
+#: Each candidate's row is read (one ``take``) to group it, so a shallow first round is cheapest.
+FILE_DEPTH = 2
 
 
 def _normalise(v: np.ndarray) -> np.ndarray:
@@ -182,6 +183,7 @@ class SearchEngine:
                               f"of the filter {flt.text!r}; columns: {', '.join(have)}")
         sql = flt.sql if flt is not None else None
         depth = k if per_window else k * FILE_DEPTH
+        known: dict[tuple[str, str], dict] = {}  # rows read in earlier rounds
         while True:
             found: list[_Candidate] = []
             cutoff = -np.inf  # best score a row below some table's search depth could have
@@ -198,7 +200,7 @@ class SearchEngine:
             found.sort(key=lambda c: -c.score)
             if per_window:
                 return Hits(self._hits(snaps, [[c] for c in found[:k]]), skipped)
-            self._fill_rows(snaps, found)
+            self._fill_rows(snaps, found, known)
             groups: dict[tuple[str, str], list[_Candidate]] = {}
             for c in found:
                 groups.setdefault((c.modality, c.group_key), []).append(c)
@@ -209,8 +211,13 @@ class SearchEngine:
             depth *= 4
 
     @staticmethod
-    def _fill_rows(snaps: dict, found: list[_Candidate]) -> None:
-        """Attach each candidate's row, one ``take`` per table, from the pinned snapshots."""
+    def _fill_rows(snaps: dict, found: list[_Candidate], known: dict | None = None) -> None:
+        """Attach each candidate's row, one ``take`` per table, from the pinned snapshots
+        (``known``: rows already read, by ``(modality, id)``; updated)."""
+        known = {} if known is None else known
+        for c in found:
+            if c.row is None and (c.modality, c.id) in known:
+                c.row = known[(c.modality, c.id)]
         for modality in dict.fromkeys(c.modality for c in found):
             picked = [c for c in found if c.modality == modality and c.row is None]
             if not picked:
@@ -220,7 +227,7 @@ class SearchEngine:
             rows = snap.rows([c.id for c in picked], row_ids=[c.row_id for c in picked], columns=cols)
             by_id = {r["id"]: r for r in rows}
             for c in picked:
-                c.row = by_id.get(c.id, {})
+                c.row = known[(modality, c.id)] = by_id.get(c.id, {})
 
     def _hits(self, snaps: dict, groups: list[list[_Candidate]]) -> list[Hit]:
         self._fill_rows(snaps, [c for g in groups for c in g])

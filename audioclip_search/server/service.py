@@ -27,8 +27,9 @@ import numpy as np
 from ..audio import MODEL_SAMPLE_RATE, AudioLimits, load_audio
 from ..image import load_image
 from ..index import Index
-from ..search import Hit
+from ..search import Hits
 from ..store import MODALITIES, gpu_available
+from ..store.filters import Filter
 from .errors import ApiError
 from .media import ThumbnailCache
 from .settings import ServerSettings
@@ -159,11 +160,12 @@ class SearchService:
         return np.asarray(rows[0]["embedding"], dtype=np.float32)
 
     # ---------------------------------------------------------------- ranking and rows
-    def search(self, vectors: Sequence[np.ndarray], target: str | list[str], k: int, where: str | None) -> list[Hit]:
+    def search(self, vectors: Sequence[np.ndarray], target: str | list[str], k: int,
+               where: str | Filter | None, *, per_window: bool = False) -> Hits:
         vector = self.embedder.combine(vectors=list(vectors))
         try:
             with self.search_lock:
-                return self.engine.search_vector(vector, target, k, where)
+                return self.engine.search_vector(vector, target, k, where, per_window=per_window)
         except ValueError as exc:
             prefix = "invalid filter: " if where else ""
             raise ApiError(400, prefix + " ".join(str(exc).split())[:400]) from None

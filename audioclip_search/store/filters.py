@@ -53,7 +53,9 @@ def parse_filter(text: str) -> Filter:
     try:
         trees = sqlglot.parse(text)
     except sqlglot.errors.SqlglotError as exc:
-        raise FilterError(f"cannot parse the filter {text!r}: {' '.join(str(exc).split())[:200]}") from None
+        errors = getattr(exc, "errors", None) or [{}]
+        why = errors[0].get("description") or re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+        raise FilterError(f"cannot parse the filter {text!r}: {' '.join(str(why).split())[:200]}") from None
     trees = [t for t in trees if t is not None]
     if len(trees) != 1:
         raise FilterError("a filter is one expression, not several statements")
