@@ -22,10 +22,10 @@ so). A filter applies to the targets having its columns; the others are listed i
 Files are only ever served by row id: the path comes from the index, never from the request.
 
 Layout: ``routes.py`` (the API router, service and settings as dependencies), ``pages.py`` (the web
-page), ``guards.py`` (ASGI guards), ``service.py`` (model, batching, search). The Host guard is
-ours rather than Starlette's ``TrustedHostMiddleware`` because that one answers plain text and
-cuts ``[::1]:8000`` at the first colon; files are served by ``media.file_response`` (one range per
-request, several ranges answered with the whole file, JSON 416) for the same reason.
+page), ``guards.py`` (ASGI guards), ``service.py`` (model, batching, search). Files are streamed by
+Starlette's ``FileResponse`` (``media.file_response`` decides the range). The Host guard stays
+ours rather than Starlette's ``TrustedHostMiddleware``: that one answers plain text instead of the
+API's JSON errors and cuts ``[::1]:8000`` at the first colon, so it refuses IPv6 loopback.
 """
 
 from __future__ import annotations
