@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         db = args.db
     else:
         name = "tiny" if args.model is None else Path(str(args.model)).stem
-        db = str(workdir / f"db-{name}-{args.files}" + (f"-r{args.rows}" if args.rows else ""))
+        db = str(workdir / (f"db-{name}-{args.files}" + (f"-r{args.rows}" if args.rows else "")))
         if not Path(db).exists():
             console.print(f"building the index {db} ...")
             corpus = build_index(Path(db), model, workdir, args.files, args.device)
