@@ -51,6 +51,7 @@ class Hit:
     text: str | None = None
     windows: list[Window] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
+    duration: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -67,7 +68,7 @@ class Hits(list):
 
 
 #: Columns a hit shows (and groups by): a take of fewer columns is cheaper.
-SHOWN_COLUMNS = ("id", "path", "content_sha256", "start", "end", "caption", "labels", "text")
+SHOWN_COLUMNS = ("id", "path", "content_sha256", "start", "end", "duration", "caption", "labels", "text")
 #: First search depth per file asked for (windows per file); grows x4 until k files are certain.
 #: Each candidate's row is read (one ``take``) to group it, so a shallow first round is cheapest.
 FILE_DEPTH = 2
@@ -242,7 +243,7 @@ class SearchEngine:
             hits.append(Hit(rank=rank, score=best.score, modality=best.modality, id=best.id, path=path,
                             start=row.get("start"), end=row.get("end"), caption=row.get("caption"),
                             labels=list(row.get("labels") or []), text=row.get("text"), windows=others,
-                            paths=paths))
+                            paths=paths, duration=row.get("duration")))
         return hits
 
     def search(self, texts: Sequence[str] = (), audio: Sequence[str | Path] = (),
@@ -254,8 +255,18 @@ class SearchEngine:
     def similar(self, modality: str, item_id: str, target: str | Sequence[str] = "all", k: int = 10,
                 where: str | Filter | None = None, *, per_window: bool = False) -> Hits:
         """'Find similar': the stored item's own embedding is the query."""
-        rows = self.store.rows_by_ids(modality, [item_id], with_embedding=True)
+        return self.search_vector(self.item_vector(modality, item_id), target, k, where, per_window=per_window)
+
+    def item_vector(self, modality: str, item_id: str) -> np.ndarray:
+        """A stored item's embedding: from the loaded FAISS index when it holds the row unchanged
+        (no LanceDB read), else from the table. Raises ``KeyError`` for an unknown id."""
+        snap = self.store.snapshot(modality)
+        if snap is None:
+            raise KeyError(f"no {modality} item with id {item_id!r}")
+        vector = self.searcher.stored_vector(modality, item_id, snap)
+        if vector is not None:
+            return vector
+        rows = snap.rows([item_id], with_embedding=True, columns=["id"])
         if not rows:
             raise KeyError(f"no {modality} item with id {item_id!r}")
-        return self.search_vector(np.asarray(rows[0]["embedding"], dtype=np.float32), target, k, where,
-                                  per_window=per_window)
+        return np.asarray(rows[0]["embedding"], dtype=np.float32)

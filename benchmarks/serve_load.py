@@ -11,9 +11,9 @@ p50/p95/p99 latency and errors per level, and the server's text batching (texts 
 Then "find similar" by id (GET /api/similar/audio/{id}, no model call: snapshot, FAISS, row fetch)
 at each `--similar-concurrency` level, over random stored ids.
 
-`--rows N` adds N synthetic audio rows (unit vectors of the model's dim, one file each, bound to the
-same model) to the index and builds its FAISS index (`auto`, as the indexer does), so the server
-searches a table of realistic size (e.g. `--rows 100000`).
+`--rows N` adds N synthetic audio rows (``benchmarks/vector_search.py``'s clustered unit vectors of
+the model's dim, one file each, bound to the same model) to the index and builds its FAISS index
+(`auto`, as the indexer does), so the server searches a table of realistic size (`--rows 100000`).
 
 By default the model is a tiny AudioCLIP (same code, narrow and shallow, random weights) saved as a
 checkpoint, and the index is built from ../shared/data (esc50-mini clips + tuxpaint-triples sounds
@@ -109,12 +109,14 @@ def add_synthetic_rows(db: str, rows: int, seed: int = 0) -> dict:
     store = Store.open(db)
     info = store.model_info() or {}
     dim = int(info["dim"])
+    from vector_search import make_centres, make_points  # the same clustered generator as that benchmark
+
     rng = np.random.default_rng(seed)
+    centres = make_centres(2000, dim, seed + 12345)
     start = time.perf_counter()
     for a in range(0, rows, 50_000):
         m = min(50_000, rows - a)
-        x = rng.standard_normal((m, dim), dtype=np.float32)
-        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        x = make_points(m, centres, 1.0, 1.0, rng)
         store.add_rows("audio", pa.table({
             "path": [f"/synthetic/{i:09d}.wav" for i in range(a, a + m)],
             "embedding": fixed_size_list(x), "content_sha256": [f"{i:064x}" for i in range(a, a + m)],

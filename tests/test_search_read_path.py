@@ -123,3 +123,17 @@ def test_rows_fall_back_to_ids_when_row_ids_moved(filled) -> None:  # noqa: ANN0
     hits = engine.search_vector(vecs[21], "image", 3)
     assert hits[0].path == "/image/00021" and hits[0].caption == "v1:/image/00021"
     assert all(h.path for h in hits)
+
+
+def test_find_similar_reads_the_query_vector_from_the_index(filled, calls) -> None:  # noqa: ANN001
+    store, vecs = filled
+    engine = SearchEngine(store, embedder=None, device="cpu")  # type: ignore[arg-type]
+    item = row_id("image", "/image/00042")
+    np.testing.assert_array_equal(engine.item_vector("image", item), vecs[42])
+    engine.similar("image", item, "image", 5)
+    calls.clear()
+    hits = engine.similar("image", item, "image", 5)
+    assert hits[0].id == item and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert sum(calls.values()) <= 3 and calls["search"] == 0, dict(calls)  # versions + one take, no scan
+    with pytest.raises(KeyError):
+        engine.item_vector("image", "no-such-id")

@@ -133,10 +133,9 @@ def run_search(service: SearchService, vectors: list, query: dict, options: dict
         raise ApiError(400, "give a query: text (q), an audio or image file, or an item id")
     hits = service.search(vectors, options["targets"], options["k"], options["filter"],
                           per_window=options["per_window"])
-    durations = service.durations([h.id for h in hits if h.modality == "audio"])
     query.update(options["echo"])
     out = {"query": query, "count": len(hits), "took_ms": round((time.perf_counter() - t0) * 1000, 2),
-           "results": [hit_json(h, durations.get(h.id)) for h in hits]}
+           "results": [hit_json(h, h.duration) for h in hits]}
     skipped = hits.skipped if isinstance(hits, Hits) else {}
     if skipped:  # tables the filter could not apply to (missing columns): they gave no results
         out["skipped"] = skipped

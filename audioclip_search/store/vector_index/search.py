@@ -278,6 +278,15 @@ class Searcher:
         self._indexes[modality] = (mtime, idx)
         return idx
 
+    def stored_vector(self, modality: str, item_id: str, snap: TableSnapshot) -> np.ndarray | None:
+        """``item_id``'s vector from the loaded index when the index is fresh at ``snap`` and keeps
+        exact vectors (flat, IVF-Flat, HNSW); ``None`` otherwise (read it from the table then)."""
+        idx = self.index(modality) if self.backend in ("auto", "faiss") else None
+        if idx is None or idx.kind == "ivf_pq" or not idx.fresh_at(snap):
+            return None
+        labels, found = idx.labels_for([item_id])
+        return idx.vectors(labels)[0].astype(np.float32) if found[0] else None
+
     def search(
         self,
         modality: str,
