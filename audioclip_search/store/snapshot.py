@@ -15,6 +15,7 @@ asked for, and the missing ones are looked up by an ``id IN (...)`` filter (one 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -29,6 +30,9 @@ IN_CHUNK = 1000
 SCAN_BATCH = 65_536
 #: Column LanceDB adds with a row's id (physical address; stable until compaction).
 ROWID = "_rowid"
+#: Rows (without embeddings) a snapshot keeps once read: a version never changes, so a popular
+#: result is read from LanceDB once per table version.
+ROW_CACHE = 20_000
 
 
 def as_queries(queries: np.ndarray) -> np.ndarray:
@@ -53,6 +57,7 @@ class TableSnapshot:
         self._lock = threading.Lock()
         #: Per-snapshot memo for callers (e.g. a FAISS index's freshness at this version).
         self.memo: dict[Any, Any] = {}
+        self._rows: OrderedDict[tuple[str, tuple[str, ...]], dict[str, Any]] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"TableSnapshot({self.modality!r}, version={self.version})"
@@ -179,10 +184,19 @@ class TableSnapshot:
         if not wanted:
             return []
         names = self._row_columns(columns, with_embedding)
+        key = tuple(names)
+        cacheable = "embedding" not in names
         found: dict[str, dict[str, Any]] = {}
+        if cacheable:
+            with self._lock:
+                for i in wanted:
+                    row = self._rows.get((i, key))
+                    if row is not None:
+                        self._rows.move_to_end((i, key))
+                        found[i] = dict(row)
         if row_ids is not None:
             addr = sorted({int(r) for i, r in zip(ids, row_ids, strict=False)
-                           if i is not None and r is not None and int(r) >= 0})
+                           if i is not None and i not in found and r is not None and int(r) >= 0})
             if addr:
                 tab = self._tbl.take_row_ids(addr).select(names).to_arrow()
                 want = set(wanted)
@@ -191,6 +205,12 @@ class TableSnapshot:
         for c in range(0, len(missing), IN_CHUNK):
             for batch in self.scan(names, sql_in("id", missing[c : c + IN_CHUNK])):
                 found.update((r["id"], r) for r in self._to_rows(pa.Table.from_batches([batch]), names))
+        if cacheable:
+            with self._lock:
+                for i, row in found.items():
+                    self._rows[(i, key)] = dict(row)
+                while len(self._rows) > ROW_CACHE:
+                    self._rows.popitem(last=False)
         return [found[i] for i in wanted if i in found]
 
     # ---------------------------------------------------------------- LanceDB's own ANN
