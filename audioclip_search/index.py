@@ -108,13 +108,18 @@ class Index:
 
     def search(self, text: str | Sequence[str] | None = None, audio: str | Path | Sequence | None = None,
                image: str | Path | Sequence | None = None, target: str | Sequence[str] = "all", k: int = 10,
-               where: str | None = None) -> list[Hit]:
-        """Query parts combine by normalised-embedding sum; results ranked by cosine similarity."""
-        return self.engine.search(_as_list(text), _as_list(audio), _as_list(image), target, k, where)
+               where: str | None = None, *, per_window: bool = False) -> list[Hit]:
+        """Query parts combine by normalised-embedding sum; results ranked by cosine similarity.
+
+        ``k`` files, one hit per file scored by its best window (other matching windows listed under
+        it, identical content at several paths merged); ``per_window=True``: ``k`` windows/rows.
+        """
+        return self.engine.search(_as_list(text), _as_list(audio), _as_list(image), target, k, where,
+                                  per_window=per_window)
 
     def similar(self, modality: str, item_id: str, target: str | Sequence[str] = "all", k: int = 10,
-                where: str | None = None) -> list[Hit]:
-        return self.engine.similar(modality, item_id, target, k, where)
+                where: str | None = None, *, per_window: bool = False) -> list[Hit]:
+        return self.engine.similar(modality, item_id, target, k, where, per_window=per_window)
 
     def classify(self, path: str | Path, labels: Sequence[str], template: str = "{}"):  # noqa: ANN201
         from .classify import classify

@@ -20,10 +20,25 @@ from .encoder import Encoder
 from .image import load_image
 from .indexer.discover import MODALITIES
 from .indexer.windows import WindowSpec, split_windows
+from .store.filters import Filter, FilterError, parse_filter
+
+
+@dataclass
+class Window:
+    """Another matching window of a file hit (audio), below the window that scored the file."""
+
+    id: str
+    score: float
+    start: float | None = None
+    end: float | None = None
 
 
 @dataclass
 class Hit:
+    """One result. Per file (the default), ``score``/``start``/``end``/``id`` are the file's best
+    window, ``windows`` its other matching windows (best first) and ``paths`` every path holding
+    the same content (same sha256), the best-scoring first."""
+
     rank: int
     score: float
     modality: str
@@ -34,9 +49,29 @@ class Hit:
     caption: str | None = None
     labels: list[str] = field(default_factory=list)
     text: str | None = None
+    windows: list[Window] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    duration: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+class Hits(list):
+    """The ranked :class:`Hit` list of one search, plus ``skipped``: the target tables a filter
+    was not applied to (they lack some of its columns) -> those missing columns. Those tables
+    contribute no results."""
+
+    def __init__(self, hits: Sequence[Hit] = (), skipped: dict[str, list[str]] | None = None):
+        super().__init__(hits)
+        self.skipped: dict[str, list[str]] = dict(skipped or {})
+
+
+#: Columns a hit shows (and groups by): a take of fewer columns is cheaper.
+SHOWN_COLUMNS = ("id", "path", "content_sha256", "start", "end", "duration", "caption", "labels", "text")
+#: First search depth per file asked for (windows per file); grows x4 until k files are certain.
+#: Each candidate's row is read (one ``take``) to group it, so a shallow first round is cheapest.
+FILE_DEPTH = 2
 
 
 def _normalise(v: np.ndarray) -> np.ndarray:
@@ -44,6 +79,24 @@ def _normalise(v: np.ndarray) -> np.ndarray:
     if norm == 0.0 or not np.isfinite(norm):
         raise ValueError("the query embedding is zero or not finite")
     return (v / norm).astype(np.float32)
+
+
+@dataclass
+class _Candidate:
+    """One ranked row of one table before grouping (``row`` filled from the pinned snapshot)."""
+
+    score: float
+    modality: str
+    id: str
+    row_id: int
+    row: dict | None = None
+
+    @property
+    def group_key(self) -> str:
+        """Rows of the same content (sha256) group together; rows without one group by path."""
+        row = self.row or {}
+        sha = row.get("content_sha256")
+        return f"sha:{sha}" if sha else f"path:{row.get('path', self.id)}"
 
 
 class QueryEmbedder:
@@ -90,7 +143,22 @@ class SearchEngine:
         self.searcher = Searcher(store, device=device, backend=backend)
 
     def search_vector(self, vector: np.ndarray, target: str | Sequence[str] = "all", k: int = 10,
-                      where: str | None = None) -> list[Hit]:
+                      where: str | Filter | None = None, *, per_window: bool = False) -> Hits:
+        """Rank the target tables' rows against ``vector``: ``k`` files, or ``k`` windows/rows with
+        ``per_window=True``.
+
+        Each table is pinned once (:meth:`Store.snapshot`) and both the ranking and the rows shown
+        come from that snapshot, so an index run committing meanwhile cannot mix versions.
+
+        Per file: one hit per file (rows with the same ``content_sha256`` count as one file, listing
+        all their paths), scored by its best window. Tables are searched ``k * FILE_DEPTH`` deep,
+        then deeper (x4) until ``k`` files are certain: a file not seen yet could only score below
+        the last candidate of a table that was not searched to its end.
+
+        ``where`` (see :mod:`.store.filters`) applies to the target tables having its columns; the
+        others are skipped and named in the result's ``skipped``. A filter no target table can take
+        raises :class:`FilterError` naming the columns that exist.
+        """
         if k < 1:
             raise ValueError("k must be >= 1")
         targets = list(MODALITIES) if target == "all" else ([target] if isinstance(target, str) else list(target))
@@ -98,37 +166,107 @@ class SearchEngine:
         if unknown:
             raise ValueError(f"unknown target {sorted(unknown)}: use audio, image, text or all")
         query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        found: list[tuple[float, str, str]] = []
+        flt = parse_filter(where) if isinstance(where, str) and where.strip() else (where or None)
+        snaps = {}
+        skipped: dict[str, list[str]] = {}
         for modality in targets:
-            if not self.store.count(modality):
+            snap = self.store.snapshot(modality)
+            if snap is None or not snap.count():
                 continue
-            result = self.searcher.search(modality, query, k, where=where)
-            found += [(float(s), modality, str(i)) for s, i in zip(result.scores[0], result.ids[0], strict=True)
-                      if i is not None and i != ""]
-        found.sort(key=lambda t: -t[0])
-        found = found[:k]
-        rows: dict[tuple[str, str], dict] = {}
-        for modality in {m for _, m, _ in found}:
-            ids = [i for _, m, i in found if m == modality]
-            rows.update({(modality, r["id"]): r for r in self.store.rows_by_ids(modality, ids)})
+            missing = flt.missing(snap.columns) if flt is not None else []
+            if missing:
+                skipped[modality] = missing
+            else:
+                snaps[modality] = snap
+        if flt is not None and skipped and not snaps:
+            have = sorted({c for m in skipped for c in self.store.snapshot(m).columns} - {"embedding"})
+            raise FilterError(f"no {'/'.join(skipped)} table has the column(s) {', '.join(sorted(flt.columns))} "
+                              f"of the filter {flt.text!r}; columns: {', '.join(have)}")
+        sql = flt.sql if flt is not None else None
+        depth = k if per_window else k * FILE_DEPTH
+        known: dict[tuple[str, str], dict] = {}  # rows read in earlier rounds
+        while True:
+            found: list[_Candidate] = []
+            cutoff = -np.inf  # best score a row below some table's search depth could have
+            for modality, snap in snaps.items():
+                d = min(depth, snap.count())
+                result = self.searcher.search(modality, query, d, where=sql, snapshot=snap)
+                rows = result.row_ids[0] if result.row_ids is not None else np.full(d, -1)
+                got = [_Candidate(float(sc), modality, str(i), int(r))
+                       for sc, i, r in zip(result.scores[0], result.ids[0], rows, strict=True)
+                       if i is not None and i != ""]
+                found += got
+                if len(got) == d and d < snap.count():
+                    cutoff = max(cutoff, got[-1].score)
+            found.sort(key=lambda c: -c.score)
+            if per_window:
+                return Hits(self._hits(snaps, [[c] for c in found[:k]]), skipped)
+            self._fill_rows(snaps, found, known)
+            groups: dict[tuple[str, str], list[_Candidate]] = {}
+            for c in found:
+                groups.setdefault((c.modality, c.group_key), []).append(c)
+            ranked = sorted(groups.values(), key=lambda g: -g[0].score)
+            certain = [g for g in ranked if g[0].score > cutoff]
+            if len(certain) >= k or cutoff == -np.inf:
+                return Hits(self._hits(snaps, ranked[:k]), skipped)
+            depth *= 4
+
+    @staticmethod
+    def _fill_rows(snaps: dict, found: list[_Candidate], known: dict | None = None) -> None:
+        """Attach each candidate's row, one ``take`` per table, from the pinned snapshots
+        (``known``: rows already read, by ``(modality, id)``; updated)."""
+        known = {} if known is None else known
+        for c in found:
+            if c.row is None and (c.modality, c.id) in known:
+                c.row = known[(c.modality, c.id)]
+        for modality in dict.fromkeys(c.modality for c in found):
+            picked = [c for c in found if c.modality == modality and c.row is None]
+            if not picked:
+                continue
+            snap = snaps[modality]
+            cols = [c for c in SHOWN_COLUMNS if c in snap.columns]
+            rows = snap.rows([c.id for c in picked], row_ids=[c.row_id for c in picked], columns=cols)
+            by_id = {r["id"]: r for r in rows}
+            for c in picked:
+                c.row = known[(modality, c.id)] = by_id.get(c.id, {})
+
+    def _hits(self, snaps: dict, groups: list[list[_Candidate]]) -> list[Hit]:
+        self._fill_rows(snaps, [c for g in groups for c in g])
         hits = []
-        for rank, (score, modality, item_id) in enumerate(found, 1):
-            row = rows.get((modality, item_id), {})
-            hits.append(Hit(rank=rank, score=score, modality=modality, id=item_id, path=row.get("path", ""),
+        for rank, group in enumerate(groups, 1):
+            best = group[0]
+            row = best.row or {}
+            path = row.get("path", "")
+            paths = list(dict.fromkeys(c.row.get("path", "") for c in group if c.row)) or [path]
+            others = [Window(c.id, c.score, c.row.get("start"), c.row.get("end"))
+                      for c in group[1:] if c.row and c.row.get("path") == path]
+            hits.append(Hit(rank=rank, score=best.score, modality=best.modality, id=best.id, path=path,
                             start=row.get("start"), end=row.get("end"), caption=row.get("caption"),
-                            labels=list(row.get("labels") or []), text=row.get("text")))
+                            labels=list(row.get("labels") or []), text=row.get("text"), windows=others,
+                            paths=paths, duration=row.get("duration")))
         return hits
 
     def search(self, texts: Sequence[str] = (), audio: Sequence[str | Path] = (),
                images: Sequence[str | Path] = (), target: str | Sequence[str] = "all", k: int = 10,
-               where: str | None = None) -> list[Hit]:
+               where: str | Filter | None = None, *, per_window: bool = False) -> Hits:
         vector = self.embedder.combine(texts, audio, images)
-        return self.search_vector(vector, target=target, k=k, where=where)
+        return self.search_vector(vector, target=target, k=k, where=where, per_window=per_window)
 
     def similar(self, modality: str, item_id: str, target: str | Sequence[str] = "all", k: int = 10,
-                where: str | None = None) -> list[Hit]:
+                where: str | Filter | None = None, *, per_window: bool = False) -> Hits:
         """'Find similar': the stored item's own embedding is the query."""
-        rows = self.store.rows_by_ids(modality, [item_id], with_embedding=True)
+        return self.search_vector(self.item_vector(modality, item_id), target, k, where, per_window=per_window)
+
+    def item_vector(self, modality: str, item_id: str) -> np.ndarray:
+        """A stored item's embedding: from the loaded FAISS index when it holds the row unchanged
+        (no LanceDB read), else from the table. Raises ``KeyError`` for an unknown id."""
+        snap = self.store.snapshot(modality)
+        if snap is None:
+            raise KeyError(f"no {modality} item with id {item_id!r}")
+        vector = self.searcher.stored_vector(modality, item_id, snap)
+        if vector is not None:
+            return vector
+        rows = snap.rows([item_id], with_embedding=True, columns=["id"])
         if not rows:
             raise KeyError(f"no {modality} item with id {item_id!r}")
-        return self.search_vector(np.asarray(rows[0]["embedding"], dtype=np.float32), target, k, where)
+        return np.asarray(rows[0]["embedding"], dtype=np.float32)

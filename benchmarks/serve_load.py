@@ -8,6 +8,12 @@ the same code as `acsearch serve`), waits for /api/health, then for each concurr
 that many client threads (httpx, keep-alive, one client per thread) issuing GET /api/search text
 queries (distinct texts, cycled) until `--requests` are done or `--seconds` pass. Reports requests/s,
 p50/p95/p99 latency and errors per level, and the server's text batching (texts per model call).
+Then "find similar" by id (GET /api/similar/audio/{id}, no model call: snapshot, FAISS, row fetch)
+at each `--similar-concurrency` level, over random stored ids.
+
+`--rows N` adds N synthetic audio rows (``benchmarks/vector_search.py``'s clustered unit vectors of
+the model's dim, one file each, bound to the same model) to the index and builds its FAISS index
+(`auto`, as the indexer does), so the server searches a table of realistic size (`--rows 100000`).
 
 By default the model is a tiny AudioCLIP (same code, narrow and shallow, random weights) saved as a
 checkpoint, and the index is built from ../shared/data (esc50-mini clips + tuxpaint-triples sounds
@@ -92,6 +98,44 @@ def build_index(db: Path, model: str, workdir: Path, files: int, device: str) ->
             "seconds": round(time.perf_counter() - start, 1)}
 
 
+def add_synthetic_rows(db: str, rows: int, seed: int = 0) -> dict:
+    """``rows`` synthetic audio rows (one file each) + the table's ``auto`` FAISS index."""
+    import numpy as np
+    import pyarrow as pa
+
+    from audioclip_search.store import Store, VectorIndex
+    from audioclip_search.store.schema import fixed_size_list
+
+    store = Store.open(db)
+    info = store.model_info() or {}
+    dim = int(info["dim"])
+    from vector_search import make_centres, make_points  # the same clustered generator as that benchmark
+
+    rng = np.random.default_rng(seed)
+    centres = make_centres(2000, dim, seed + 12345)
+    start = time.perf_counter()
+    for a in range(0, rows, 50_000):
+        m = min(50_000, rows - a)
+        x = make_points(m, centres, 1.0, 1.0, rng)
+        store.add_rows("audio", pa.table({
+            "path": [f"/synthetic/{i:09d}.wav" for i in range(a, a + m)],
+            "embedding": fixed_size_list(x), "content_sha256": [f"{i:064x}" for i in range(a, a + m)],
+            "start": pa.array(np.zeros(m)), "end": pa.array(np.full(m, 5.0)), "duration": pa.array(np.full(m, 5.0)),
+            "model": [info["model"]] * m, "model_sha256": [info["model_sha256"]] * m}))
+    store.optimize("audio")
+    vi = VectorIndex.build(store, "audio", "auto", device="cpu")
+    return {"rows": rows, "index": vi.kind, "seconds": round(time.perf_counter() - start, 1)}
+
+
+def stored_ids(db: str, n: int, seed: int = 0) -> list[str]:
+    import numpy as np
+
+    from audioclip_search.store import Store
+
+    ids = Store.open(db, read_only=True).ids("audio")
+    return [str(x) for x in np.random.default_rng(seed).choice(ids, size=min(n, len(ids)), replace=False)]
+
+
 def start_server(db: str, model: str | None, device: str, port: int, log: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "audioclip_search.server", "--db", db, "--port", str(port), "--host", "127.0.0.1",
            "--device", device, "--log-level", "warning"]
@@ -123,8 +167,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def run_level(base: str, concurrency: int, requests: int, seconds: float, k: int, target: str) -> dict:
-    """`concurrency` threads share a budget of `requests` (stopping early after `seconds`)."""
+def run_level(base: str, concurrency: int, requests: int, seconds: float, k: int, target: str,
+              similar_ids: list[str] | None = None) -> dict:
+    """`concurrency` threads share a budget of `requests` (stopping early after `seconds`): text
+    queries, or "find similar" by the ids in ``similar_ids``."""
     lock = threading.Lock()
     issued = 0
     latencies: list[float] = []
@@ -143,7 +189,11 @@ def run_level(base: str, concurrency: int, requests: int, seconds: float, k: int
                 query = QUERIES[(n * 7 + slot) % len(QUERIES)]
                 t0 = time.perf_counter()
                 try:
-                    r = client.get("/api/search", params={"q": query, "k": k, "target": target})
+                    if similar_ids:
+                        item = similar_ids[(n * 7 + slot) % len(similar_ids)]
+                        r = client.get(f"/api/similar/audio/{item}", params={"k": k, "target": target})
+                    else:
+                        r = client.get("/api/search", params={"q": query, "k": k, "target": target})
                     ok = r.status_code == 200 and r.json()["count"] > 0
                     why = "" if ok else f"{r.status_code} {r.text[:100]}"
                 except httpx.HTTPError as exc:
@@ -186,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("-k", type=int, default=10)
     ap.add_argument("--target", default="all")
+    ap.add_argument("--rows", type=int, default=0, help="synthetic audio rows to add (e.g. 100000)")
+    ap.add_argument("--similar-concurrency", type=int, nargs="*", default=[4],
+                    help="concurrency levels of the find-similar-by-id run")
     ap.add_argument("--files", type=int, default=24, help="esc50 clips and tuxpaint triples to index (each)")
     ap.add_argument("--workdir", default=str(ROOT / "benchmarks" / "results" / "serve_load_work"))
     ap.add_argument("--startup-timeout", type=float, default=300.0)
@@ -201,10 +254,14 @@ def main(argv: list[str] | None = None) -> int:
         db = args.db
     else:
         name = "tiny" if args.model is None else Path(str(args.model)).stem
-        db = str(workdir / f"db-{name}-{args.files}")
+        db = str(workdir / (f"db-{name}-{args.files}" + (f"-r{args.rows}" if args.rows else "")))
         if not Path(db).exists():
             console.print(f"building the index {db} ...")
             corpus = build_index(Path(db), model, workdir, args.files, args.device)
+            if args.rows:
+                console.print(f"adding {args.rows:,} synthetic audio rows ...")
+                corpus["synthetic"] = add_synthetic_rows(db, args.rows)
+    similar_ids = stored_ids(db, 2000) if args.similar_concurrency else []
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     log = workdir / "server.log"
@@ -221,8 +278,15 @@ def main(argv: list[str] | None = None) -> int:
             batches = s1["text_batches"] - s0["text_batches"]
             level["texts_per_model_call"] = round((s1["texts_embedded"] - s0["texts_embedded"]) / batches, 2) \
                 if batches else None
+            level["query"] = "text"
             levels.append(level)
             console.print(f"concurrency {c}: {level['requests_per_s']} req/s, p50 {level['p50_ms']} ms")
+        run_level(base, 1, args.warmup, 60, args.k, args.target, similar_ids)
+        for c in args.similar_concurrency:
+            level = run_level(base, c, args.requests, args.seconds, args.k, args.target, similar_ids)
+            level.update(query="similar by id", texts_per_model_call=None)
+            levels.append(level)
+            console.print(f"similar, concurrency {c}: {level['requests_per_s']} req/s, p50 {level['p50_ms']} ms")
     finally:
         proc.terminate()
         try:
@@ -231,11 +295,13 @@ def main(argv: list[str] | None = None) -> int:
             proc.kill()
             proc.wait()
 
-    table = Table(title=f"acsearch serve: GET /api/search text queries (k={args.k}, target={args.target})")
-    for col in ("concurrency", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "texts/model call"):
+    table = Table(title=f"acsearch serve: text search and find-similar (k={args.k}, target={args.target})")
+    cols = ("query", "concurrency", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "texts/model call")
+    for col in cols:
         table.add_column(col, justify="right")
     for lv in levels:
-        table.add_row(str(lv["concurrency"]), str(lv["requests"]), str(lv["errors"]), f"{lv['requests_per_s']:.1f}",
+        table.add_row(lv["query"], str(lv["concurrency"]), str(lv["requests"]), str(lv["errors"]),
+                      f"{lv['requests_per_s']:.1f}",
                       f"{lv['p50_ms']:.1f}", f"{lv['p95_ms']:.1f}", f"{lv['p99_ms']:.1f}",
                       str(lv["texts_per_model_call"] or "-"))
     console.print(table)

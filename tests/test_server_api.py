@@ -605,3 +605,33 @@ def test_settings_validation():
         with pytest.raises(ValueError):
             ServerSettings(**bad)
     assert json.dumps(ServerSettings().cors_origins) == "[]"
+
+
+def test_where_is_checked_by_a_sql_parser(client):
+    refused = {
+        "duration IN (SELECT duration FROM audio)": "subqueries are not allowed",
+        "lower(caption) = 'a frog.'": "function lower() is not allowed",
+        "no_such_column > 1": "no_such_column",
+        "duration > 1; DROP TABLE audio": "one expression",
+    }
+    for where, why in refused.items():
+        body = assert_json_error(client.get("/api/search", params={"q": "x", "where": where}), 400)
+        assert why in body["message"], (where, body)
+    unknown = assert_json_error(client.get("/api/search", params={"q": "x", "where": "loudness > 1"}), 400)
+    assert "columns:" in unknown["message"] and "caption" in unknown["message"]
+    # the filter applies to the tables having its columns; the others are named
+    body = client.get("/api/search", params={"q": "bird", "where": "duration > 1", "k": 50}).json()
+    assert body["results"] and {h["modality"] for h in body["results"]} == {"audio"}
+    assert body["skipped"] == {"image": ["duration"]}
+
+
+def test_results_per_file_and_per_window(client):
+    files = client.get("/api/search", params={"q": "frog", "target": "audio", "k": 50}).json()["results"]
+    assert len({h["path"] for h in files}) == len(files)  # one hit per file
+    assert any(h["windows"] for h in files)  # some sounds have more than one window
+    for h in files:
+        assert h["paths"][0] == h["path"] and all(w["score"] <= h["score"] for w in h["windows"])
+    windows = client.get("/api/search", params={"q": "frog", "target": "audio", "k": 50,
+                                                "per_window": "true"}).json()
+    assert windows["query"]["per_window"] is True
+    assert len(windows["results"]) == sum(1 + len(h["windows"]) for h in files) > len(files)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +106,7 @@ def test_approximate_recall_on_clustered_data(tmp_path: Path, kind: str, extra: 
 
 
 def test_two_level_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vx, "TWO_LEVEL_FROM", 16)  # production: from 1024 lists
+    monkeypatch.setattr(vx.build, "TWO_LEVEL_FROM", 16)  # production: from 1024 lists
     rng = np.random.default_rng(11)
     dim = 32
     centres = unit(rng.standard_normal((30, dim)))
@@ -371,3 +372,37 @@ def test_cuda_without_gpu_is_a_clear_error() -> None:
     with pytest.raises(RuntimeError, match="GPU"):
         vx.resolve_device("cuda")
     assert vx.resolve_device("auto") == "cpu"
+
+
+FULL_DISK_SCRIPT = """
+import resource, signal, sys
+from pathlib import Path
+from audioclip_search.store import Store, VectorIndex
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+store = Store.open(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))  # the disk is 'full' past 200 kB a file
+try:
+    VectorIndex.build(store, "image", "flat", device="cpu")
+except OSError as exc:
+    print("failed:", exc)
+    sys.exit(3)
+"""
+
+
+def test_full_disk_during_the_faiss_write_leaves_the_old_index_and_no_temp_file(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(5)
+    dim = 256
+    store = make_store(tmp_path, dim)
+    fill(store, unit(rng.standard_normal((100, dim))))
+    old = VectorIndex.build(store, "image", "flat", device="cpu")  # 100 KB index: fits
+    fill(store, unit(rng.standard_normal((400, dim))), prefix="/w/")  # 500 x 1 KB: does not fit
+    before = sorted(p.name for p in index_dir(store).iterdir())
+    proc = subprocess.run([sys.executable, "-c", FULL_DISK_SCRIPT, str(store.uri)], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert sorted(p.name for p in index_dir(store).iterdir()) == before  # no temp, no partial file
+    again = VectorIndex.load(store, "image", device="cpu")
+    assert again.manifest["built_at"] == old.manifest["built_at"] and again.size == 100

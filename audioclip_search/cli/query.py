@@ -12,6 +12,7 @@ from .common import (
     arch_option,
     db_option,
     device_option,
+    err_console,
     fail,
     guarded,
     model_option,
@@ -19,6 +20,9 @@ from .common import (
     precision_option,
     table_set_option,
 )
+
+#: Other matching windows of a file shown under it in the table (all of them are in --json).
+MAX_WINDOWS_SHOWN = 3
 
 
 def _fmt_time(seconds: float | None) -> str:
@@ -34,7 +38,9 @@ def query_command(
     audio: list[Path] = typer.Option(None, "--audio", "-a", help="A sound file as the query (repeatable)."),
     image: list[Path] = typer.Option(None, "--image", "-i", help="A picture as the query (repeatable)."),
     target: str = typer.Option("all", "--target", help="What to find: audio, image, text or all."),
-    k: int = typer.Option(10, "-k", "--top", min=1, max=10_000, help="How many results."),
+    k: int = typer.Option(10, "-k", "--top", min=1, max=10_000, help="How many files (windows with --per-window)."),
+    per_window: bool = typer.Option(False, "--per-window",
+                                    help="One result per window/row instead of one per file."),
     where: str = typer.Option(None, "--where", help="SQL filter on the rows, e.g. \"duration > 5\"."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per result line."),
     db: str = db_option(),
@@ -55,7 +61,11 @@ def query_command(
     idx = Index.open(db, model, arch=arch, device=device, precision=precision, table_set=table_set,
                      create=False, read_only=True)
     refresh_vector_indexes(idx.store, quiet=True)  # an index run that never built it must not leave none
-    hits = idx.search(text=text or None, audio=audio or None, image=image or None, target=target, k=k, where=where)
+    hits = idx.search(text=text or None, audio=audio or None, image=image or None, target=target, k=k, where=where,
+                      per_window=per_window)
+    for modality, missing in getattr(hits, "skipped", {}).items():
+        err_console.print(f"note: the filter was not applied to the {modality} table (no column "
+                          f"{', '.join(missing)}); it gives no results", soft_wrap=True)
     if as_json:
         for hit in hits:
             print(json.dumps(hit.as_dict(), ensure_ascii=False))
@@ -70,7 +80,12 @@ def query_command(
     for hit in hits:
         span = f"{_fmt_time(hit.start)}-{_fmt_time(hit.end)}" if hit.start is not None else ""
         caption = hit.caption or (hit.text[:80] if hit.text else "") or ", ".join(hit.labels)
-        table.add_row(str(hit.rank), f"{hit.score:.4f}", hit.modality, hit.path, span, caption)
+        path = hit.path + "".join(f"\n= {p}" for p in hit.paths[1:])  # same content elsewhere
+        table.add_row(str(hit.rank), f"{hit.score:.4f}", hit.modality, path, span, caption)
+        for w in hit.windows[:MAX_WINDOWS_SHOWN]:
+            table.add_row("", f"{w.score:.4f}", "", "", f"{_fmt_time(w.start)}-{_fmt_time(w.end)}", "")
+        if len(hit.windows) > MAX_WINDOWS_SHOWN:
+            table.add_row("", "", "", "", f"+{len(hit.windows) - MAX_WINDOWS_SHOWN} windows", "")
     out_console.print(table)
 
 

@@ -1,10 +1,12 @@
-"""Serving indexed files: byte-range streaming (RFC 9110) and in-memory LRU thumbnails.
+"""Serving indexed files: byte ranges (RFC 9110) through Starlette's ``FileResponse``, and in-memory
+LRU thumbnails.
 
-Written here rather than relying on a framework's file response so that range behaviour does not
-depend on the installed Starlette release: ``Accept-Ranges: bytes`` always, one range per request
-(``bytes=a-b``, ``bytes=a-``, ``bytes=-n``) answered with 206 and ``Content-Range``, an
-unsatisfiable range with 416 and ``Content-Range: bytes */size``, several ranges or a malformed
-header answered with the whole file (200, which RFC 9110 allows), ``If-Range`` honoured.
+``FileResponse`` does the streaming, ``ETag``/``Last-Modified`` and the 206 answer; which range to
+serve is decided here so the behaviour stays ours: ``Accept-Ranges: bytes`` always, one range per
+request (``bytes=a-b``, ``bytes=a-``, ``bytes=-n``) answered with 206 and ``Content-Range``, an
+unsatisfiable range with a JSON 416 and ``Content-Range: bytes */size``, several ranges or a
+malformed header answered with the whole file (200, which RFC 9110 allows; Starlette would send
+multipart/byteranges or a plain-text 400), ``If-Range`` honoured.
 """
 
 from __future__ import annotations
@@ -12,16 +14,17 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
 from urllib.parse import unquote_to_bytes, urlparse
 
 from PIL import Image, ImageOps
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from .. import fsio
 from ..fsio import ObjectPath, is_object_uri
@@ -53,7 +56,7 @@ CONTENT_TYPES: dict[str, str] = {
 }
 
 
-def content_type_for(path: str | Path) -> str:
+def content_type_for(path: str | Path | ObjectPath) -> str:
     return CONTENT_TYPES.get(os.path.splitext(str(path))[1].lower(), "application/octet-stream")
 
 
@@ -71,6 +74,19 @@ def local_file(stored_path: str) -> Path | ObjectPath | None:
         return ObjectPath(stored_path) if is_object_uri(stored_path) else None
     path = Path(stored_path)
     return path if path.is_absolute() else None
+
+
+def _stat(path: Path | ObjectPath) -> tuple[int, int]:
+    """(size, mtime in ns) of a local file or an object."""
+    if isinstance(path, ObjectPath):
+        info = fsio.file_info(path)
+        return info.size, int(info.mtime * 1e9)
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def _open(path: Path | ObjectPath):  # noqa: ANN202 - a seekable binary file
+    return fsio.open_object(path) if isinstance(path, ObjectPath) else open(path, "rb")  # noqa: SIM115
 
 
 # ---------------------------------------------------------------------------------------- ranges
@@ -105,76 +121,86 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
     return first, min(last, size - 1)
 
 
-def _etag(size: int, mtime_ns: int) -> str:
-    return f'"{size:x}-{mtime_ns:x}"'
+class _OneRangeFileResponse(FileResponse):
+    """Starlette's ``FileResponse`` serving exactly the range decided by :func:`file_response`
+    (none: the whole file), whatever ``Range`` / ``If-Range`` the request carried."""
+
+    def __init__(self, path: Path, byte_range: tuple[int, int] | None, **kwargs: object):
+        super().__init__(path, **kwargs)  # type: ignore[arg-type]
+        self._byte_range = byte_range
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(k, v) for k, v in scope.get("headers", []) if k not in (b"range", b"if-range")]
+        if self._byte_range is not None:
+            headers.append((b"range", f"bytes={self._byte_range[0]}-{self._byte_range[1]}".encode()))
+        await super().__call__({**scope, "headers": headers}, receive, send)
 
 
-def _stat(path: Path | ObjectPath) -> tuple[int, int]:
-    """(size, mtime in ns) of a local file or an object."""
-    if isinstance(path, ObjectPath):
-        info = fsio.file_info(path)
-        return info.size, int(info.mtime * 1e9)
-    st = path.stat()
-    return st.st_size, st.st_mtime_ns
+def _unsatisfiable(size: int) -> Response:
+    from .errors import error_response
+
+    return error_response(416, f"range not satisfiable (the file has {size} bytes)",
+                          {"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"})
 
 
-def _open(path: Path | ObjectPath):  # noqa: ANN202 - a seekable binary file
-    return fsio.open_object(path) if isinstance(path, ObjectPath) else open(path, "rb")  # noqa: SIM115
+def _object_response(path: ObjectPath, range_header: str | None, if_range: str | None, method: str,
+                     media_type: str | None) -> Response:
+    """An object in a bucket, streamed through :mod:`~audioclip_search.fsio` with the same range rules."""
+    size, mtime_ns = _stat(path)
+    etag, last_modified = f'"{size:x}-{mtime_ns:x}"', formatdate(mtime_ns / 1e9, usegmt=True)
+    headers = {"Accept-Ranges": "bytes", "ETag": etag, "Last-Modified": last_modified,
+               "Cache-Control": "private, max-age=300"}
+    wanted = parse_range(range_header, size)
+    if wanted is not None and if_range and if_range.strip() not in (etag, last_modified):
+        wanted = None
+    if wanted == "unsatisfiable":
+        return _unsatisfiable(size)
+    first, last = (0, size - 1) if wanted is None else wanted
+    length = max(0, last - first + 1)
+    headers["Content-Length"] = str(length)
+    status = 200
+    if wanted is not None:
+        status = 206
+        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
 
+    def chunks():  # noqa: ANN202
+        if method == "HEAD":
+            return
+        with _open(path) as fh:
+            fh.seek(first)
+            left = length
+            while left > 0 and (data := fh.read(min(CHUNK, left))):
+                left -= len(data)
+                yield data
 
-def _read_span(fh, first: int, length: int) -> Iterator[bytes]:  # noqa: ANN001
-    try:
-        fh.seek(first)
-        left = length
-        while left > 0:
-            chunk = fh.read(min(CHUNK, left))
-            if not chunk:
-                break
-            left -= len(chunk)
-            yield chunk
-    finally:
-        fh.close()
+    return StreamingResponse(chunks(), status_code=status, headers=headers,
+                             media_type=media_type or content_type_for(path))
 
 
 def file_response(path: Path | ObjectPath, range_header: str | None, if_range: str | None = None, *,
                   method: str = "GET", media_type: str | None = None) -> Response:
-    """Stream ``path`` (whole or one range). Raises FileNotFoundError if it cannot be opened."""
-    fh = _open(path)  # closed by the streaming generator
-    try:
-        if isinstance(path, ObjectPath):
-            size, mtime_ns = _stat(path)
-        else:
-            st = os.fstat(fh.fileno())
-            size, mtime_ns = st.st_size, st.st_mtime_ns
-        etag = _etag(size, mtime_ns)
-        last_modified = formatdate(mtime_ns / 1e9, usegmt=True)
-        headers = {"Accept-Ranges": "bytes", "ETag": etag, "Last-Modified": last_modified,
-                   "Cache-Control": "private, max-age=300"}
-        media_type = media_type or content_type_for(path)
-        wanted = parse_range(range_header, size)
-        if wanted is not None and if_range and if_range.strip() not in (etag, last_modified):
-            wanted = None  # the client's copy is stale: send the whole (new) file
-        if wanted == "unsatisfiable":
-            fh.close()
-            headers["Content-Range"] = f"bytes */{size}"
-            from .errors import error_response
+    """Serve ``path`` (whole or one range): Starlette's ``FileResponse`` for local files.
 
-            return error_response(416, f"range not satisfiable (the file has {size} bytes)", headers)
-        if wanted is None:
-            status, first, length = 200, 0, size
-        else:
-            first, last = wanted  # type: ignore[misc]
-            status, length = 206, last - first + 1
-            headers["Content-Range"] = f"bytes {first}-{last}/{size}"
-        headers["Content-Length"] = str(length)
-        if method == "HEAD":
-            fh.close()
-            return Response(b"", status_code=status, headers=headers, media_type=media_type)
-        return StreamingResponse(_read_span(fh, first, length), status_code=status, headers=headers,
-                                 media_type=media_type)
-    except BaseException:
-        fh.close()
-        raise
+    The range is decided here (see :func:`parse_range`): one range -> 206, several or a malformed
+    header -> the whole file, unsatisfiable -> a JSON 416. Raises FileNotFoundError /
+    IsADirectoryError / PermissionError when the file cannot be served (checked before answering).
+    """
+    if isinstance(path, ObjectPath):
+        return _object_response(path, range_header, if_range, method, media_type)
+    with open(path, "rb") as fh:  # readable now (permissions), and a regular file
+        st = os.fstat(fh.fileno())
+    if not stat.S_ISREG(st.st_mode):
+        raise IsADirectoryError(str(path))
+    response = _OneRangeFileResponse(path, None, stat_result=st, media_type=media_type or content_type_for(path),
+                                     headers={"Cache-Control": "private, max-age=300"})
+    wanted = parse_range(range_header, st.st_size)
+    validators = (response.headers.get("etag"), response.headers.get("last-modified"))
+    if wanted is not None and if_range and if_range.strip() not in validators:
+        wanted = None  # the client's copy is stale: send the whole (new) file
+    if wanted == "unsatisfiable":
+        return _unsatisfiable(st.st_size)
+    response._byte_range = wanted  # type: ignore[assignment]
+    return response
 
 
 # ---------------------------------------------------------------------------------------- thumbnails

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-import time
 import weakref
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -27,8 +26,9 @@ import numpy as np
 from ..audio import MODEL_SAMPLE_RATE, AudioLimits, load_audio
 from ..image import load_image
 from ..index import Index
-from ..search import Hit
+from ..search import Hits
 from ..store import MODALITIES, gpu_available
+from ..store.filters import Filter
 from .errors import ApiError
 from .media import ThumbnailCache
 from .settings import ServerSettings
@@ -118,10 +118,6 @@ class SearchService:
         self.texts = TextBatcher(self.encoder, self.model_lock, settings.text_batch)
         self.audio_limits = AudioLimits(max_bytes=settings.max_upload_bytes, max_seconds=settings.max_query_seconds)
         self.thumbs = ThumbnailCache(settings.thumb_cache_items, settings.thumb_cache_bytes)
-        self._durations: dict[str, float | None] = {}
-        self._durations_lock = threading.Lock()
-        self._durations_checked = float("-inf")
-        self._durations_version: int | None = None
 
     def warm_up(self) -> None:
         """First text embedding loads the tokenizer; first search loads the FAISS indexes."""
@@ -153,17 +149,18 @@ class SearchService:
             return self.encoder.encode_images([picture])[0]
 
     def item_vector(self, modality: str, item_id: str) -> np.ndarray:
-        rows = self.store.rows_by_ids(modality, [item_id], with_embedding=True)
-        if not rows:
-            raise ApiError(404, f"no {modality} item with id {item_id!r}")
-        return np.asarray(rows[0]["embedding"], dtype=np.float32)
+        try:
+            return self.engine.item_vector(modality, item_id)
+        except KeyError:
+            raise ApiError(404, f"no {modality} item with id {item_id!r}") from None
 
     # ---------------------------------------------------------------- ranking and rows
-    def search(self, vectors: Sequence[np.ndarray], target: str | list[str], k: int, where: str | None) -> list[Hit]:
+    def search(self, vectors: Sequence[np.ndarray], target: str | list[str], k: int,
+               where: str | Filter | None, *, per_window: bool = False) -> Hits:
         vector = self.embedder.combine(vectors=list(vectors))
         try:
             with self.search_lock:
-                return self.engine.search_vector(vector, target, k, where)
+                return self.engine.search_vector(vector, target, k, where, per_window=per_window)
         except ValueError as exc:
             prefix = "invalid filter: " if where else ""
             raise ApiError(400, prefix + " ".join(str(exc).split())[:400]) from None
@@ -173,34 +170,6 @@ class SearchService:
         if not rows:
             raise ApiError(404, f"no {modality} item with id {item_id!r}")
         return rows[0]
-
-    def durations(self, ids: Sequence[str]) -> dict[str, float | None]:
-        """Audio files' durations for some audio row ids (for showing where a window lies).
-
-        Cached by row id; the cache is dropped when the audio table's version changes (checked at
-        most every few seconds), so a re-indexed file shows its new duration soon after.
-        """
-        if not ids:
-            return {}
-        now = time.monotonic()
-        with self._durations_lock:
-            if now - self._durations_checked > 5.0:
-                self._durations_checked = now
-                version = self.store.version("audio")
-                if version != self._durations_version:
-                    self._durations.clear()
-                    self._durations_version = version
-            known = {i: self._durations[i] for i in ids if i in self._durations}
-        missing = [i for i in ids if i not in known]
-        if missing:
-            rows = self.store.rows_by_ids("audio", missing, columns=["id", "duration"])
-            found = {r["id"]: r.get("duration") for r in rows}
-            with self._durations_lock:
-                if len(self._durations) > 100_000:
-                    self._durations.clear()
-                self._durations.update(found)
-            known.update(found)
-        return known
 
     def count(self, modality: str) -> int:
         return int(self.store.count(modality))

@@ -6,8 +6,10 @@ Everything the indexer and the CLI need is importable from here::
 
 - :class:`Store` (``database.py``): open/create the database, bind the model, upsert/delete
   files atomically, read file states, embeddings and rows.
-- :class:`VectorIndex`, :func:`search`, :class:`Searcher` (``vector_index.py``): FAISS indexes
-  saved beside the database, correct results even when stale, SQL filters, LanceDB fallback.
+- :class:`TableSnapshot` (``snapshot.py``): one table at one version; every read of a query.
+- :class:`VectorIndex`, :func:`search`, :class:`Searcher` (``vector_index/``): FAISS indexes
+  saved beside the database, correct results even when stale, SQL filters.
+- ``filters.py``: user SQL filters checked with sqlglot (:func:`parse_filter`).
 - ``schema.py``: Arrow schemas, :func:`row_id`, table-set naming, SQL quoting helpers.
 
 The FAISS names are imported on first use, so code that only reads or writes the store does not
@@ -34,6 +36,7 @@ from .schema import (
     sql_str,
     table_name,
 )
+from .snapshot import TableSnapshot
 
 __all__ = [
     "DEFAULT_DIM",
@@ -50,6 +53,7 @@ __all__ = [
     "Searcher",
     "Store",
     "StoreError",
+    "TableSnapshot",
     "StoreNotFoundError",
     "UpsertResult",
     "VectorIndex",

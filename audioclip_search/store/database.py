@@ -15,18 +15,22 @@ fully new, never duplicated)::
     store.delete_paths("audio", ["/gone.wav"]) # --prune
     store.optimize()                           # compaction + scalar indexes; call after a big run
 
-Reading (always the latest committed version, or a pinned ``version=``)::
+Reading: a query pins one :class:`~.snapshot.TableSnapshot` (one table at one version) and does
+every read through it, so the ranking and the rows shown come from the same version::
 
+    snap = store.snapshot("audio")             # latest committed version (None: no table)
+    snap.count(), snap.ids(where), snap.rows(ids), snap.iter_embeddings(), snap.vector_search(q, 10)
     store.file_states("audio")                 # {path: FileState(size, mtime, content_sha256)}
-    ids, matrix = store.embeddings("image", where="size > 1000")
+    ids, matrix = store.embeddings("image", where="size > 1000")   # shortcuts over a snapshot
     store.rows_by_ids("text", ids[:10])
     store.count("audio"), store.version("audio"), store.tables(), store.info()
 
-Consistency: every read first moves to the latest committed version (``checkout_latest``) and
-multi-step reads (count + scan) pin that version, so a query running while an indexer writes sees
-one committed version, never a half-written file. ``upsert_files`` uses ``merge_insert`` on ``id``
-and every file's rows change in a single commit (see :meth:`Store.upsert_files`); LanceDB retries
-commits on conflicts.
+Consistency: the connection is opened with ``read_consistency_interval=0``, so the cached handle of
+each table sees every commit (of any process) without a manual ``checkout_latest``; snapshots are
+pinned handles (``checkout(version)``), cached per version, so a query running while an indexer
+writes sees one committed version, never a half-written file. ``upsert_files`` uses
+``merge_insert`` on ``id`` and every file's rows change in a single commit (see
+:meth:`Store.upsert_files`); LanceDB retries commits on conflicts.
 
 Scale notes (10^3 to 10^8 rows): ``file_states``/``ids``/``embeddings`` scan only the columns they
 need, in batches. Filters on ``id`` and ``path`` (``rows_by_ids``, upserts, deletes) are fast once
@@ -44,6 +48,7 @@ import datetime as _dt
 import logging
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,6 +58,7 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from lancedb.index import BTree
 
 from ..crashpoints import crash_point
 from .errors import ModelMismatchError, StoreError, StoreNotFoundError
@@ -63,7 +69,6 @@ from .schema import (
     SCHEMA_VERSION,
     STATE_COLUMNS,
     FileState,
-    arrow_embeddings,
     check_modality,
     embedding_dim,
     meta_schema,
@@ -75,15 +80,14 @@ from .schema import (
     to_arrow_rows,
     validate_table_set,
 )
+from .snapshot import IN_CHUNK, SCAN_BATCH, TableSnapshot, as_queries
 
 log = logging.getLogger(__name__)
 
 DEFAULT_URI = "./acsearch.lancedb"
 ENV_URI = "ACSEARCH_DB"
-#: Values per ``IN (...)`` list in one filter (paths, ids).
-IN_CHUNK = 1000
-#: Rows per Arrow batch when streaming a table.
-SCAN_BATCH = 65_536
+#: Pinned snapshots kept per store (latest of each table plus a few explicitly pinned versions).
+SNAPSHOT_CACHE = 8
 #: Columns that get a BTREE scalar index in :meth:`Store.optimize`.
 SCALAR_INDEX_COLUMNS = ("id", "path", "indexed_at")
 
@@ -139,33 +143,15 @@ class UpsertResult:
 
 
 def _table_names(db: Any) -> list[str]:
-    """All table names of a connection (``list_tables`` with paging, or the older ``table_names``)."""
-    lister = getattr(db, "list_tables", None)
-    if lister is not None:
-        try:
-            names: list[str] = []
-            token = None
-            while True:
-                resp = lister(page_token=token) if token else lister()
-                tables = getattr(resp, "tables", None)
-                if tables is None:  # older API returned a plain list
-                    return list(resp)
-                names.extend(tables)
-                token = getattr(resp, "page_token", None)
-                if not token:
-                    return names
-        except (NotImplementedError, TypeError):
-            pass
-    return list(db.table_names())
-
-
-def _create_btree(tbl: Any, column: str) -> None:
-    try:
-        from lancedb.index import BTree
-
-        tbl.create_index(column, config=BTree(), replace=True)
-    except (ImportError, TypeError):
-        tbl.create_scalar_index(column, replace=True)
+    """All table names of a connection (``list_tables``, following its page tokens)."""
+    names: list[str] = []
+    token: str | None = None
+    while True:
+        resp = db.list_tables(page_token=token) if token else db.list_tables()
+        names.extend(resp.tables)
+        token = resp.page_token
+        if not token:
+            return names
 
 
 class Store:
@@ -182,6 +168,7 @@ class Store:
         self.table_set = table_set
         self.read_only = read_only
         self._handles: dict[str, Any] = {}
+        self._snapshots: OrderedDict[tuple[str, int], TableSnapshot] = OrderedDict()
         self._lock = threading.RLock()
         self._model: ModelInfo | None = None
 
@@ -214,7 +201,8 @@ class Store:
                 path.mkdir(parents=True, exist_ok=True)
             elif not path.is_dir():
                 raise StoreError(f"{resolved} exists and is not a database directory")
-        db = lancedb.connect(resolved)
+        # interval 0: every read of a cached handle sees the latest commit (no checkout_latest)
+        db = lancedb.connect(resolved, read_consistency_interval=_dt.timedelta(0))
         return cls(db, resolved, table_set, read_only=read_only)
 
     @property
@@ -239,39 +227,54 @@ class Store:
         return _table_names(self._db)
 
     def _latest(self, modality: str) -> Any | None:
-        """Cached handle of the table moved to its latest committed version, or ``None``."""
+        """Cached handle of the table (it follows the latest commit by itself), or ``None``."""
         name = self.table_name(modality)
         with self._lock:
             tbl = self._handles.get(name)
             if tbl is not None:
-                try:
-                    tbl.checkout_latest()
-                    return tbl
-                except Exception:  # dropped or replaced underneath us: reopen below
-                    self._handles.pop(name, None)
-            if name not in self._all_tables():
+                return tbl
+            try:
+                tbl = self._db.open_table(name)
+            except (ValueError, FileNotFoundError):  # LanceDB: "Table 'x' was not found"
                 return None
-            tbl = self._db.open_table(name)
             self._handles[name] = tbl
             return tbl
 
-    def snapshot(self, modality: str, version: int | None = None) -> Any | None:
-        """A LanceDB table handle pinned at ``version`` (latest when ``None``); ``None`` if no table.
+    def snapshot(self, modality: str, version: int | None = None) -> TableSnapshot | None:
+        """``modality``'s table pinned at ``version`` (latest when ``None``); ``None`` if no table.
 
-        The handle never moves, so several reads through it see one consistent version.
+        Snapshots are cached per version: while the table does not change, this costs one LanceDB
+        call (reading the latest version) and returns the same object, whose cached count, schema
+        and memo carry over between queries.
         """
         check_modality(modality)
         latest = self._latest(modality)
         if latest is None:
             return None
-        v = latest.version if version is None else int(version)
         name = self.table_name(modality)
         try:
-            return self._db.open_table(name, version=v)
-        except TypeError:  # older lancedb: no version= on open_table
-            tbl = self._db.open_table(name)
-            tbl.checkout(v)
-            return tbl
+            v = int(latest.version) if version is None else int(version)
+        except Exception:  # dropped or replaced underneath us: reopen once
+            with self._lock:
+                self._handles.pop(name, None)
+            latest = self._latest(modality)
+            if latest is None:
+                return None
+            v = int(latest.version) if version is None else int(version)
+        key = (name, v)
+        with self._lock:
+            snap = self._snapshots.get(key)
+            if snap is not None:
+                self._snapshots.move_to_end(key)
+                return snap
+        pinned = self._db.open_table(name)
+        pinned.checkout(v)
+        snap = TableSnapshot(pinned, modality, v)
+        with self._lock:
+            snap = self._snapshots.setdefault(key, snap)
+            while len(self._snapshots) > SNAPSHOT_CACHE:
+                self._snapshots.popitem(last=False)
+        return snap
 
     def _writer(self, modality: str, dim: int) -> Any:
         tbl = self._latest(modality)
@@ -494,10 +497,10 @@ class Store:
                 .execute(table)
             )
             return UpsertResult(
-                version=getattr(res, "version", None),
-                inserted=int(getattr(res, "num_inserted_rows", 0) or 0),
-                updated=int(getattr(res, "num_updated_rows", 0) or 0),
-                deleted=int(getattr(res, "num_deleted_rows", 0) or 0),
+                version=int(res.version),
+                inserted=int(res.num_inserted_rows),
+                updated=int(res.num_updated_rows),
+                deleted=int(res.num_deleted_rows),
                 paths=len(new_paths) + len(gone),
             )
         if shrink:
@@ -507,9 +510,9 @@ class Store:
             slow, fast = table.slice(0, 0), table
         if fast.num_rows:
             res = tbl.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(fast)
-            inserted += int(getattr(res, "num_inserted_rows", 0) or 0)
-            updated += int(getattr(res, "num_updated_rows", 0) or 0)
-            version = getattr(res, "version", version)
+            inserted += int(res.num_inserted_rows)
+            updated += int(res.num_updated_rows)
+            version = int(res.version)
             crash_point("store.upsert.after-merge")
         if slow.num_rows:
             res = (
@@ -519,14 +522,14 @@ class Store:
                 .when_not_matched_by_source_delete(sql_in("path", shrink))
                 .execute(slow)
             )
-            inserted += int(getattr(res, "num_inserted_rows", 0) or 0)
-            updated += int(getattr(res, "num_updated_rows", 0) or 0)
-            deleted += int(getattr(res, "num_deleted_rows", 0) or 0)
-            version = getattr(res, "version", version)
+            inserted += int(res.num_inserted_rows)
+            updated += int(res.num_updated_rows)
+            deleted += int(res.num_deleted_rows)
+            version = int(res.version)
         for i in range(0, len(gone), IN_CHUNK):
             res = tbl.delete(sql_in("path", gone[i : i + IN_CHUNK]))
-            deleted += int(getattr(res, "num_deleted_rows", 0) or 0)
-            version = getattr(res, "version", version)
+            deleted += int(res.num_deleted_rows)
+            version = int(res.version)
         if version is None:
             version = int(tbl.version)
         return UpsertResult(version, inserted, updated, deleted, len(new_paths) + len(gone))
@@ -534,7 +537,8 @@ class Store:
     def _ids_by_path(self, tbl: Any, paths: Sequence[str]) -> dict[str, set[str]]:
         out: dict[str, set[str]] = {}
         for i in range(0, len(paths), IN_CHUNK):
-            for batch in _scan(tbl, ["id", "path"], sql_in("path", paths[i : i + IN_CHUNK])):
+            q = tbl.search().select(["id", "path"]).where(sql_in("path", paths[i : i + IN_CHUNK]))
+            for batch in q.limit(None).to_batches(SCAN_BATCH):
                 for rid, p in zip(batch.column("id").to_pylist(), batch.column("path").to_pylist(), strict=True):
                     out.setdefault(p, set()).add(rid)
         return out
@@ -556,8 +560,8 @@ class Store:
             return UpsertResult(int(tbl.version), 0, 0, 0, 0)
         res = tbl.merge_insert("id").when_not_matched_insert_all().execute(table)
         return UpsertResult(
-            version=getattr(res, "version", None),
-            inserted=int(getattr(res, "num_inserted_rows", 0) or 0),
+            version=int(res.version),
+            inserted=int(res.num_inserted_rows),
             updated=0,
             deleted=0,
             paths=len(set(table.column("path").to_pylist())),
@@ -600,9 +604,7 @@ class Store:
         deleted = 0
         for i in range(0, len(unique), IN_CHUNK):
             cond = sql_in("path", unique[i : i + IN_CHUNK])
-            res = tbl.delete(cond)
-            n = getattr(res, "num_deleted_rows", None)
-            deleted += int(n or 0)
+            deleted += int(tbl.delete(cond).num_deleted_rows)
         return deleted
 
     def optimize(
@@ -624,7 +626,6 @@ class Store:
                 continue
             if scalar_indexes:
                 self.ensure_scalar_indexes(m)
-            tbl.checkout_latest()
             if cleanup_older_than is None:
                 tbl.optimize()
             else:
@@ -640,7 +641,7 @@ class Store:
         made = []
         for col in SCALAR_INDEX_COLUMNS:
             if (col,) not in have:
-                _create_btree(tbl, col)
+                tbl.create_index(col, config=BTree(), replace=True)
                 made.append(col)
         return made
 
@@ -651,9 +652,9 @@ class Store:
         Reads only those four columns, streamed. For audio the first window's values are used
         (all windows of a file carry the same file state).
         """
-        tbl = self.snapshot(modality)
+        snap = self.snapshot(modality)
         out: dict[str, FileState] = {}
-        if tbl is None:
+        if snap is None:
             return out
         filters: list[str | None]
         if paths is None:
@@ -662,7 +663,7 @@ class Store:
             p = list(dict.fromkeys(paths))
             filters = [sql_in("path", p[i : i + IN_CHUNK]) for i in range(0, len(p), IN_CHUNK)]
         for flt in filters:
-            for batch in _scan(tbl, list(STATE_COLUMNS), flt):
+            for batch in snap.scan(list(STATE_COLUMNS), flt):
                 if batch.num_rows > 1:  # windows of one file are adjacent: keep each run's first row
                     col = batch.column("path")
                     changed = pc.not_equal(col.slice(1), col.slice(0, batch.num_rows - 1)).fill_null(True)
@@ -675,19 +676,13 @@ class Store:
 
     def ids(self, modality: str, where: str | None = None, *, version: int | None = None) -> np.ndarray:
         """Ids of the rows matching ``where`` (all rows when ``None``) as an object array of str."""
-        tbl = self.snapshot(modality, version)
-        if tbl is None:
-            return np.empty(0, dtype=object)
-        parts = [b.column("id").to_numpy(zero_copy_only=False) for b in _scan(tbl, ["id"], where)]
-        return np.concatenate(parts).astype(object) if parts else np.empty(0, dtype=object)
+        snap = self.snapshot(modality, version)
+        return np.empty(0, dtype=object) if snap is None else snap.ids(where)
 
     def id_column(self, modality: str, where: str | None = None, *, version: int | None = None) -> pa.ChunkedArray:
         """Like :meth:`ids` but as an Arrow string column (no Python objects: fine for 10^8 rows)."""
-        tbl = self.snapshot(modality, version)
-        if tbl is None:
-            return pa.chunked_array([], pa.string())
-        chunks = [b.column("id") for b in _scan(tbl, ["id"], where) if b.num_rows]
-        return pa.chunked_array(chunks, pa.string())
+        snap = self.snapshot(modality, version)
+        return pa.chunked_array([], pa.string()) if snap is None else snap.id_column(where)
 
     def iter_embeddings(
         self,
@@ -703,43 +698,21 @@ class Store:
         ``ids`` is an object array of str, ``matrix`` a float32 ``(rows, dim)`` array, ``batch`` the
         Arrow batch with ``id``, ``embedding`` and the extra ``columns``.
         """
-        tbl = self.snapshot(modality, version)
-        if tbl is None:
-            return
-        dim = embedding_dim(tbl.schema)
-        cols = list(dict.fromkeys(["id", "embedding", *columns]))
-        for batch in _scan(tbl, cols, where, batch_rows):
-            if batch.num_rows == 0:
-                continue
-            ids = batch.column("id").to_numpy(zero_copy_only=False).astype(object)
-            yield ids, arrow_embeddings(batch.column("embedding"), dim), batch
+        snap = self.snapshot(modality, version)
+        if snap is not None:
+            yield from snap.iter_embeddings(where, batch_rows=batch_rows, columns=columns)
 
     def embeddings(
         self, modality: str, where: str | None = None, *, version: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(ids, matrix)`` of all rows matching ``where``: object array of str and float32 (n, dim).
 
-        Streams in batches into one preallocated matrix (n * dim * 4 bytes: mind 10^7+ rows; use
-        :meth:`iter_embeddings` there).
+        Holds n * dim * 4 bytes: mind 10^7+ rows; use :meth:`iter_embeddings` there.
         """
-        tbl = self.snapshot(modality, version)
-        dim = self._dim(modality) if tbl is None else embedding_dim(tbl.schema)
-        if tbl is None:
-            return np.empty(0, dtype=object), np.empty((0, dim), np.float32)
-        n = int(tbl.count_rows(where) if where else tbl.count_rows())
-        ids = np.empty(n, dtype=object)
-        mat = np.empty((n, dim), np.float32)
-        pos = 0
-        for b_ids, b_mat, _ in self.iter_embeddings(modality, where, version=int(tbl.version)):
-            m = len(b_ids)
-            if pos + m > n:  # cannot happen at a pinned version; be safe anyway
-                ids = np.concatenate([ids[:pos], np.empty(m, dtype=object)])
-                mat = np.concatenate([mat[:pos], np.empty((m, dim), np.float32)])
-                n = pos + m
-            ids[pos : pos + m] = b_ids
-            mat[pos : pos + m] = b_mat
-            pos += m
-        return ids[:pos], mat[:pos]
+        snap = self.snapshot(modality, version)
+        if snap is None:
+            return np.empty(0, dtype=object), np.empty((0, self._dim(modality)), np.float32)
+        return snap.embeddings(where)
 
     def rows_by_ids(
         self,
@@ -750,33 +723,11 @@ class Store:
         with_embedding: bool = False,
         version: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Rows for ``ids`` in the order given (unknown ids are skipped).
-
-        ``columns`` defaults to every column except ``embedding``; ``with_embedding=True`` adds it as
-        a float32 numpy array.
-        """
-        wanted = [i for i in ids if i is not None]
-        tbl = self.snapshot(modality, version)
-        if tbl is None or not wanted:
+        """Rows for ``ids`` in the order given (unknown ids are skipped); see :meth:`TableSnapshot.rows`."""
+        snap = self.snapshot(modality, version)
+        if snap is None:
             return []
-        names = list(columns) if columns is not None else [n for n in tbl.schema.names if n != "embedding"]
-        if "id" not in names:
-            names = ["id", *names]
-        if with_embedding and "embedding" not in names:
-            names.append("embedding")
-        found: dict[str, dict[str, Any]] = {}
-        unique = list(dict.fromkeys(wanted))
-        for i in range(0, len(unique), IN_CHUNK):
-            for batch in _scan(tbl, names, sql_in("id", unique[i : i + IN_CHUNK])):
-                emb = None
-                if "embedding" in names:
-                    emb = arrow_embeddings(batch.column("embedding"), embedding_dim(tbl.schema))
-                rows = batch.select([n for n in names if n != "embedding"]).to_pylist()
-                for j, r in enumerate(rows):
-                    if emb is not None:
-                        r["embedding"] = emb[j].copy()
-                    found[r["id"]] = r
-        return [found[i] for i in wanted if i in found]
+        return snap.rows(ids, columns=columns, with_embedding=with_embedding)
 
     # ------------------------------------------------------------------ LanceDB vector search
     def lancedb_search(
@@ -795,27 +746,12 @@ class Store:
 
         Returns ``(scores (q, k) float32, ids (q, k) object)``, padded with ``-inf`` / ``None``.
         """
-        q = _as_queries(queries)
-        scores = np.full((len(q), k), -np.inf, np.float32)
-        out_ids = np.full((len(q), k), None, dtype=object)
-        tbl = self.snapshot(modality, version)
-        if tbl is None or k <= 0:
-            return scores, out_ids
-        for i, vec in enumerate(q):
-            b = tbl.search(vec, vector_column_name="embedding").distance_type("dot").limit(k)
-            if where:
-                b = b.where(where, prefilter=True)
-            if nprobes:
-                b = b.nprobes(int(nprobes))
-            if refine_factor:
-                b = b.refine_factor(int(refine_factor))
-            if ef:
-                b = b.ef(int(ef))
-            res = b.select(["id", "_distance"]).to_arrow()
-            m = res.num_rows
-            out_ids[i, :m] = res.column("id").to_pylist()
-            scores[i, :m] = 1.0 - res.column("_distance").to_numpy().astype(np.float32)  # dot: 1 - q.v
-        return scores, out_ids
+        q = as_queries(queries)
+        snap = self.snapshot(modality, version)
+        if snap is None or k <= 0:
+            return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), None, dtype=object)
+        s, i, _ = snap.vector_search(q, k, where=where, nprobes=nprobes, refine_factor=refine_factor, ef=ef)
+        return s, i
 
     def create_lancedb_index(
         self,
@@ -844,7 +780,7 @@ class Store:
     # ------------------------------------------------------------------ summary
     def info(self) -> dict[str, Any]:
         """Summary for ``acsearch info``: uri, table set, model, and per table rows/version/indexes."""
-        from .vector_index import index_manifest
+        from .vector_index.files import index_manifest  # noqa: PLC0415 - faiss loads only for info()
 
         out: dict[str, Any] = {
             "uri": self.uri,
@@ -855,39 +791,22 @@ class Store:
             "tables": {},
         }
         for m in self.tables():
-            tbl = self._latest(m)
-            if tbl is None:
+            snap = self.snapshot(m)
+            if snap is None:
                 continue
             try:
-                indexes = [f"{ix.name} ({ix.index_type})" for ix in tbl.list_indices()]
+                indexes = [f"{ix.name} ({ix.index_type})" for ix in snap.list_indices()]
             except Exception:  # remote tables may not list indexes
                 indexes = []
             out["tables"][m] = {
                 "table": self.table_name(m),
-                "rows": int(tbl.count_rows()),
-                "version": int(tbl.version),
-                "dim": embedding_dim(tbl.schema),
+                "rows": snap.count(),
+                "version": snap.version,
+                "dim": snap.dim,
                 "lancedb_indexes": indexes,
                 "vector_index": index_manifest(self, m),
             }
         return out
-
-
-def _scan(tbl: Any, columns: list[str], where: str | None, batch_rows: int = SCAN_BATCH) -> Iterator[pa.RecordBatch]:
-    q = tbl.search().select(columns)
-    if where:
-        q = q.where(where)
-    reader = q.limit(None).to_batches(batch_rows)
-    yield from reader
-
-
-def _as_queries(queries: np.ndarray) -> np.ndarray:
-    q = np.asarray(queries, dtype=np.float32)
-    if q.ndim == 1:
-        q = q[None, :]
-    if q.ndim != 2:
-        raise ValueError(f"queries must be (q, dim), got shape {q.shape}")
-    return np.ascontiguousarray(q)
 
 
 def _suggest_set(model_name: str) -> str:

@@ -200,8 +200,30 @@ function card(hit, range) {
       caption ? el("div", { class: "caption", title: showName ? null : hit.path, text: caption }) : null,
       showName ? el("div", { class: "name", title: hit.path, text: hit.name }) : null,
       labels.length ? el("div", { class: "labels" }, labels) : null,
+      moreWindows(hit),
+      samePaths(hit),
       el("div", { class: "score", title: "Cosine similarity to the query (the bar compares it with the other results)" }, el("div", { class: "bar" }, bar), el("b", { text: hit.score.toFixed(3) }))),
     el("div", { class: "actions" }, actions));
+}
+
+// Other matching windows of this file (results are per file; the best window scores it).
+function moreWindows(hit) {
+  const windows = hit.windows || [];
+  if (!windows.length) return null;
+  const shown = windows.slice(0, 4).map((w) => el("a", {
+    class: "window", href: `${hit.urls.media}#t=${(w.start || 0).toFixed(2)}${w.end !== null ? "," + w.end.toFixed(2) : ""}`,
+    target: "_blank", rel: "noopener", title: `Also matches here (score ${w.score.toFixed(3)})`,
+    text: w.start !== null ? `${fmtTime(w.start)} – ${fmtTime(w.end)}` : w.score.toFixed(3),
+  }));
+  const rest = windows.length > 4 ? el("span", { class: "more", text: `+${windows.length - 4} more` }) : null;
+  return el("div", { class: "windows", title: "Other parts of this file that match" }, "Also: ", shown, rest);
+}
+
+// The same content (same sha256) stored at several paths is one result listing them.
+function samePaths(hit) {
+  const others = (hit.paths || []).slice(1);
+  if (!others.length) return null;
+  return el("div", { class: "paths", title: others.join("\n"), text: `Same file also at ${others.length} other path${others.length > 1 ? "s" : ""}` });
 }
 
 function render(results) {

@@ -1,0 +1,250 @@
+"""One table at one committed version: every LanceDB read a query makes goes through here.
+
+A query pins a :class:`TableSnapshot` once (``store.snapshot("audio")``) and passes it down: the
+ranking (FAISS, exact or LanceDB's own ANN) and the rows shown come from the same version, even
+while an indexer commits. A snapshot never moves; the store hands out the cached snapshot of the
+latest version while the table does not change, so a warm query costs one LanceDB call to learn
+the latest version and one ``take`` for the rows it shows.
+
+Rows are fetched by LanceDB row id (``take_row_ids``) when the ranking knows them (exact search
+reads ``_rowid`` with the vectors; FAISS indexes store each row's row id at build time). Row ids
+change only when compaction rewrites a fragment, so every fetched row is checked against the id
+asked for, and the missing ones are looked up by an ``id IN (...)`` filter (one more call).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .schema import arrow_embeddings, embedding_dim, sql_in
+
+#: Values per ``IN (...)`` list in one filter (paths, ids).
+IN_CHUNK = 1000
+#: Rows per Arrow batch when streaming a table.
+SCAN_BATCH = 65_536
+#: Column LanceDB adds with a row's id (physical address; stable until compaction).
+ROWID = "_rowid"
+#: Rows (without embeddings) a snapshot keeps once read: a version never changes, so a popular
+#: result is read from LanceDB once per table version.
+ROW_CACHE = 20_000
+
+
+def as_queries(queries: np.ndarray) -> np.ndarray:
+    """Query vectors as a C-contiguous float32 ``(q, dim)`` array (a 1-d vector becomes one row)."""
+    q = np.asarray(queries, dtype=np.float32)
+    if q.ndim == 1:
+        q = q[None, :]
+    if q.ndim != 2:
+        raise ValueError(f"queries must be (q, dim), got shape {q.shape}")
+    return np.ascontiguousarray(q)
+
+
+class TableSnapshot:
+    """Read-only view of one LanceDB table pinned at one version (thread-safe for reads)."""
+
+    def __init__(self, table: Any, modality: str, version: int):
+        self._tbl = table
+        self.modality = modality
+        self.version = int(version)
+        self._schema: pa.Schema | None = None
+        self._count: int | None = None
+        self._lock = threading.Lock()
+        #: Per-snapshot memo for callers (e.g. a FAISS index's freshness at this version).
+        self.memo: dict[Any, Any] = {}
+        self._rows: OrderedDict[tuple[str, tuple[str, ...]], dict[str, Any]] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"TableSnapshot({self.modality!r}, version={self.version})"
+
+    # ---------------------------------------------------------------- metadata (cached)
+    @property
+    def schema(self) -> pa.Schema:
+        if self._schema is None:
+            self._schema = self._tbl.schema
+        return self._schema
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.schema.names)
+
+    @property
+    def dim(self) -> int:
+        return embedding_dim(self.schema)
+
+    def count(self, where: str | None = None) -> int:
+        """Rows (matching ``where``); the unfiltered count is cached."""
+        if where:
+            return int(self._tbl.count_rows(where))
+        if self._count is None:
+            self._count = int(self._tbl.count_rows())
+        return self._count
+
+    def list_indices(self) -> list[Any]:
+        return list(self._tbl.list_indices())
+
+    # ---------------------------------------------------------------- scans
+    def scan(
+        self,
+        columns: Sequence[str],
+        where: str | None = None,
+        batch_rows: int = SCAN_BATCH,
+        *,
+        with_row_id: bool = False,
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream ``columns`` of the rows matching ``where`` (plus ``_rowid`` if asked) in batches."""
+        q = self._tbl.search().select(list(columns))
+        if where:
+            q = q.where(where)
+        if with_row_id:
+            q = q.with_row_id(True)
+        yield from q.limit(None).to_batches(batch_rows)
+
+    def ids(self, where: str | None = None) -> np.ndarray:
+        """Ids of the rows matching ``where`` as an object array of str."""
+        parts = [b.column("id").to_numpy(zero_copy_only=False) for b in self.scan(["id"], where)]
+        return np.concatenate(parts).astype(object) if parts else np.empty(0, dtype=object)
+
+    def id_column(self, where: str | None = None) -> pa.ChunkedArray:
+        """Like :meth:`ids` but as an Arrow string column (no Python objects: fine for 10^8 rows)."""
+        chunks = [b.column("id") for b in self.scan(["id"], where) if b.num_rows]
+        return pa.chunked_array(chunks, pa.string())
+
+    def iter_embeddings(
+        self,
+        where: str | None = None,
+        *,
+        batch_rows: int = SCAN_BATCH,
+        columns: Sequence[str] = (),
+        with_row_id: bool = False,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, pa.RecordBatch]]:
+        """Stream ``(ids, matrix, batch)``: object array of str, float32 ``(rows, dim)``, the batch."""
+        dim = self.dim
+        cols = list(dict.fromkeys(["id", "embedding", *columns]))
+        for batch in self.scan(cols, where, batch_rows, with_row_id=with_row_id):
+            if batch.num_rows == 0:
+                continue
+            ids = batch.column("id").to_numpy(zero_copy_only=False).astype(object)
+            yield ids, arrow_embeddings(batch.column("embedding"), dim), batch
+
+    def embeddings(self, where: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, matrix)`` of all rows matching ``where`` (n * dim * 4 bytes in memory)."""
+        ids_parts: list[np.ndarray] = []
+        mats: list[np.ndarray] = []
+        for b_ids, b_mat, _ in self.iter_embeddings(where):
+            ids_parts.append(b_ids)
+            mats.append(b_mat)
+        if not mats:
+            return np.empty(0, dtype=object), np.empty((0, self.dim), np.float32)
+        return np.concatenate(ids_parts), np.concatenate(mats)
+
+    # ---------------------------------------------------------------- rows
+    def take_offsets(self, offsets: Sequence[int], columns: Sequence[str]) -> pa.Table:
+        """Rows at scan positions ``offsets`` of this version (one call)."""
+        return self._tbl.take_offsets([int(x) for x in offsets]).select(list(columns)).to_arrow()
+
+    def _row_columns(self, columns: Sequence[str] | None, with_embedding: bool) -> list[str]:
+        names = list(columns) if columns is not None else [n for n in self.columns if n != "embedding"]
+        if "id" not in names:
+            names = ["id", *names]
+        if with_embedding and "embedding" not in names:
+            names.append("embedding")
+        return names
+
+    def _to_rows(self, table: pa.Table, names: list[str]) -> list[dict[str, Any]]:
+        emb = arrow_embeddings(table.column("embedding"), self.dim) if "embedding" in names else None
+        rows = table.select([n for n in names if n != "embedding"]).to_pylist()
+        if emb is not None:
+            for j, r in enumerate(rows):
+                r["embedding"] = emb[j].copy()
+        return rows
+
+    def rows(
+        self,
+        ids: Iterable[str],
+        *,
+        row_ids: Iterable[int | None] | None = None,
+        columns: Sequence[str] | None = None,
+        with_embedding: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Rows for ``ids`` in the order given (unknown ids are skipped).
+
+        ``row_ids`` (same length as ``ids``, ``None``/negative where unknown) lets LanceDB take the
+        rows by address in one call; rows whose address is unknown or no longer holds that id are
+        found by an ``id IN (...)`` filter. ``columns`` defaults to every column except
+        ``embedding``; ``with_embedding=True`` adds it as a float32 numpy array.
+        """
+        ids = list(ids)
+        wanted = [i for i in ids if i is not None]
+        if not wanted:
+            return []
+        names = self._row_columns(columns, with_embedding)
+        key = tuple(names)
+        cacheable = "embedding" not in names
+        found: dict[str, dict[str, Any]] = {}
+        if cacheable:
+            with self._lock:
+                for i in wanted:
+                    row = self._rows.get((i, key))
+                    if row is not None:
+                        self._rows.move_to_end((i, key))
+                        found[i] = dict(row)
+        if row_ids is not None:
+            addr = sorted({int(r) for i, r in zip(ids, row_ids, strict=False)
+                           if i is not None and i not in found and r is not None and int(r) >= 0})
+            if addr:
+                tab = self._tbl.take_row_ids(addr).select(names).to_arrow()
+                want = set(wanted)
+                found.update((r["id"], r) for r in self._to_rows(tab, names) if r["id"] in want)
+        missing = list(dict.fromkeys(i for i in wanted if i not in found))
+        for c in range(0, len(missing), IN_CHUNK):
+            for batch in self.scan(names, sql_in("id", missing[c : c + IN_CHUNK])):
+                found.update((r["id"], r) for r in self._to_rows(pa.Table.from_batches([batch]), names))
+        if cacheable:
+            with self._lock:
+                for i, row in found.items():
+                    self._rows[(i, key)] = dict(row)
+                while len(self._rows) > ROW_CACHE:
+                    self._rows.popitem(last=False)
+        return [found[i] for i in wanted if i in found]
+
+    # ---------------------------------------------------------------- LanceDB's own ANN
+    def vector_search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        where: str | None = None,
+        nprobes: int | None = None,
+        refine_factor: int | None = None,
+        ef: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """LanceDB's vector search (its ANN index if one exists, else exact), dot product.
+
+        Returns ``(scores, ids, row_ids)``, each ``(q, k)``, padded with ``-inf`` / ``None`` / ``-1``.
+        """
+        q = as_queries(queries)
+        scores = np.full((len(q), k), -np.inf, np.float32)
+        out_ids = np.full((len(q), k), None, dtype=object)
+        out_rows = np.full((len(q), k), -1, np.int64)
+        for i, vec in enumerate(q):
+            b = self._tbl.search(vec, vector_column_name="embedding").distance_type("dot").limit(k)
+            if where:
+                b = b.where(where, prefilter=True)
+            if nprobes:
+                b = b.nprobes(int(nprobes))
+            if refine_factor:
+                b = b.refine_factor(int(refine_factor))
+            if ef:
+                b = b.ef(int(ef))
+            res = b.select(["id", "_distance"]).with_row_id(True).to_arrow()
+            m = res.num_rows
+            out_ids[i, :m] = res.column("id").to_pylist()
+            out_rows[i, :m] = res.column(ROWID).to_numpy()
+            scores[i, :m] = 1.0 - res.column("_distance").to_numpy().astype(np.float32)  # dot: 1 - q.v
+        return scores, out_ids, out_rows
