@@ -61,7 +61,7 @@ def measure(path: Path, db: Path, checkpoint: Path, arch: str) -> dict:
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     seconds = time.perf_counter() - start
     match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", res.stderr)
-    if res.returncode not in (0, 1) or match is None:
+    if res.returncode != 0 or match is None:
         raise RuntimeError(f"index failed ({res.returncode}): {res.stderr[-1500:]}")
     return {"file": path.name, "bytes": path.stat().st_size, "seconds": seconds,
             "peak_rss_mb": int(match.group(1)) / 1024, "exit": res.returncode}  # fmt: skip
