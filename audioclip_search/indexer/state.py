@@ -31,8 +31,7 @@ def stored_captions(store: Any, modality: str) -> dict[str, CaptionState]:
         return {}
     columns = [c for c in _COLUMNS if c in snap.schema.names]
     out: dict[str, CaptionState] = {}
-    reader = snap.search().select(columns).limit(None).to_batches(65_536)
-    for batch in reader:
+    for batch in snap.scan(columns):
         data = {c: batch.column(c).to_pylist() for c in columns}
         for i, path in enumerate(data["path"]):
             if path not in out:

@@ -68,7 +68,7 @@ class CheckReport:
 
 def _scan(snap: Any, modality: str) -> pa.Table:
     cols = ["id", "path", *_STATE, "indexed_at"] + (["window_index"] if modality == "audio" else [])
-    return snap.search().with_row_id(True).select(cols).limit(None).to_arrow()
+    return snap.read(cols, with_row_id=True)
 
 
 def _extra_copies(table: pa.Table, keys: list[str], prefer: Any = None) -> list[int]:

@@ -88,6 +88,10 @@ class TableSnapshot:
     def list_indices(self) -> list[Any]:
         return list(self._tbl.list_indices())
 
+    def to_lance(self) -> Any:
+        """The Lance dataset at this version, for columnar scans with Lance's own scanner options."""
+        return self._tbl.to_lance()
+
     # ---------------------------------------------------------------- scans
     def scan(
         self,
@@ -98,12 +102,19 @@ class TableSnapshot:
         with_row_id: bool = False,
     ) -> Iterator[pa.RecordBatch]:
         """Stream ``columns`` of the rows matching ``where`` (plus ``_rowid`` if asked) in batches."""
+        yield from self._query(columns, where, with_row_id).to_batches(batch_rows)
+
+    def _query(self, columns: Sequence[str], where: str | None, with_row_id: bool) -> Any:
         q = self._tbl.search().select(list(columns))
         if where:
             q = q.where(where)
         if with_row_id:
             q = q.with_row_id(True)
-        yield from q.limit(None).to_batches(batch_rows)
+        return q.limit(None)
+
+    def read(self, columns: Sequence[str], where: str | None = None, *, with_row_id: bool = False) -> pa.Table:
+        """``columns`` of the rows matching ``where`` as one Arrow table (for small columns only)."""
+        return self._query(columns, where, with_row_id).to_arrow()
 
     def ids(self, where: str | None = None) -> np.ndarray:
         """Ids of the rows matching ``where`` as an object array of str."""
