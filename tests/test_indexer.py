@@ -257,7 +257,7 @@ def test_sigkill_mid_run_then_rerun_indexes_each_file_once(tmp_path, tiny_checkp
         _copy(clip, folder)
     db = tmp_path / "db"
     cmd = _acsearch("index", str(folder), "--db", str(db), "--model", str(tiny_checkpoint),
-                    "--workers", "0", "--commit-every", "2", "--no-vector-index")
+                    "--workers", "0", "--commit-every", "2", "--batch-size", "4", "--no-vector-index")
     # SIGKILL right after the indexer's second commit (a commit boundary, not a timer)
     env = {**os.environ, "ACSEARCH_CRASH_AT": "index.commit:2"}
     killed = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
