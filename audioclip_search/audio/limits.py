@@ -6,8 +6,10 @@ Every check here reads at most a few header bytes, so a 2 GiB file, a FIFO or a 
 
 from __future__ import annotations
 
+import contextlib
 import stat
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -117,19 +119,28 @@ _FILE_KINDS = (
 )
 
 
+@contextlib.contextmanager
+def _os_errors() -> Iterator[None]:
+    """OS errors while looking at a file, as final one-line verdicts."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise DecodeFailure("no such file", final=True) from None
+    except PermissionError:
+        raise DecodeFailure("permission denied", final=True) from None
+    except IsADirectoryError:
+        raise DecodeFailure("is a directory", final=True) from None
+    except OSError as exc:
+        raise DecodeFailure(f"cannot read file ({exc.strerror or exc})", final=True) from None
+
+
 def inspect_file(path: Path, limits: AudioLimits) -> str | None:
     """Existence, type, permission, size limits and WAV/AIFF truncation; returns the sniffed container.
 
     Raises a final :class:`DecodeFailure` for anything no decoder could fix.
     """
-    try:
+    with _os_errors():
         st = path.stat()
-    except FileNotFoundError:
-        raise DecodeFailure("no such file", final=True) from None
-    except PermissionError:
-        raise DecodeFailure("permission denied", final=True) from None
-    except OSError as exc:
-        raise DecodeFailure(f"cannot read file ({exc.strerror or exc})", final=True) from None
     if stat.S_ISDIR(st.st_mode):
         raise DecodeFailure("is a directory", final=True)
     if not stat.S_ISREG(st.st_mode):
@@ -141,18 +152,9 @@ def inspect_file(path: Path, limits: AudioLimits) -> str | None:
         raise DecodeFailure(
             f"larger than the {format_bytes(limits.max_bytes)} limit ({format_bytes(st.st_size)})", final=True
         )
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(64)
-            _check_chunked_container(fh, head, st.st_size)
-    except DecodeFailure:
-        raise
-    except PermissionError:
-        raise DecodeFailure("permission denied", final=True) from None
-    except IsADirectoryError:
-        raise DecodeFailure("is a directory", final=True) from None
-    except OSError as exc:
-        raise DecodeFailure(f"cannot read file ({exc.strerror or exc})", final=True) from None
+    with _os_errors(), open(path, "rb") as fh:
+        head = fh.read(64)
+        _check_chunked_container(fh, head, st.st_size)
     return sniff_container(head)
 
 
