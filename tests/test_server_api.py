@@ -336,7 +336,7 @@ def test_media_of_missing_or_non_local_files_is_404(client, app, built, monkeypa
     index, _ = built
     audio_id = ids_of(index, "audio", "frog.ogg")[0]
     service = app.state.service
-    for stored in ("/nonexistent/gone.wav", "relative/path.wav", "http://example.invalid/key.wav", "file://evil.host/x.wav"):
+    for stored in ("/nonexistent/gone.wav", "relative/path.wav", "http://127.0.0.1:9/key.wav", "file://127.0.0.2/x.wav"):
         monkeypatch.setattr(service, "row", lambda modality, item_id, p=stored: {"id": item_id, "path": p})
         body = assert_json_error(client.get(f"/api/media/audio/{audio_id}"), 404)
         assert stored not in body["message"] and "gone" not in body["message"]  # the stored path never leaks
