@@ -451,9 +451,8 @@ class AudioStream:
         self._limits = limits
         self._block_seconds = float(block_seconds)
         with _as_load_errors(self.path):
-            source = _open_source(self._fs_path, limits)
-            source.close()
-        self.info = source.info
+            self._source: _Source | None = _open_source(self._fs_path, limits)  # kept for the first pass
+        self.info = self._source.info
         self.sample_rate = sample_rate or self.info.sample_rate
         self.channels = 1 if mono else self.info.channels
         self.frames = 0
@@ -463,11 +462,21 @@ class AudioStream:
     def duration(self) -> float:
         return self.native_frames / self.info.sample_rate
 
+    def close(self) -> None:
+        """Release the file held open since the header was read (iterating also releases it)."""
+        source = getattr(self, "_source", None)  # absent when the header was refused
+        if source is not None:
+            source.close()
+            self._source = None
+
+    def __del__(self) -> None:
+        self.close()
+
     def __iter__(self) -> Iterator[torch.Tensor]:
         import torch
 
         with _as_load_errors(self.path):
-            source = _open_source(self._fs_path, self._limits)
+            source, self._source = self._source or _open_source(self._fs_path, self._limits), None
             try:
                 native_rate = source.info.sample_rate
                 block_frames = max(1, int(self._block_seconds * native_rate))
