@@ -177,6 +177,19 @@ def test_two_cli_runs_with_the_lock_bypassed_still_store_every_row_once(tmp_path
     assert len(ids) == len(set(ids)) == 4
 
 
+def test_binding_that_another_writer_is_still_creating_is_not_an_error(tmp_path):
+    """The moment two unlocked writers meet: the other's meta table is listed (its folder exists) but its
+    first version has not landed. Reading it is "not bound yet", not "Table 'meta' was not found"."""
+    db = tmp_path / "db"
+    Store.open(db)  # the database folder
+    (db / "meta.lance").mkdir()  # what a writer mid-create_table leaves for a moment
+    store = Store.open(db)
+    assert store.model_info() is None
+    bound = store.bind_model("m", SHA, dim=16)
+    assert bound["model_sha256"] == SHA
+    assert Store.open(db, read_only=True).model_info()["model_sha256"] == SHA
+
+
 # ------------------------------------------------------------------ acsearch check / --repair
 def test_check_finds_and_repairs_without_reencoding(tmp_path):
     import lancedb

@@ -48,6 +48,7 @@ import datetime as _dt
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -313,7 +314,10 @@ class Store:
         name = meta_table_name(self.table_set)
         if name not in self._all_tables():
             return None
-        rows = self._db.open_table(name).to_arrow().to_pylist()
+        try:
+            rows = self._db.open_table(name).to_arrow().to_pylist()
+        except ValueError:  # listed but its first version not committed yet: another writer is creating it
+            return None
         if not rows:
             return None
         r = rows[0]
@@ -392,7 +396,7 @@ class Store:
             )
         except (ValueError, OSError) as exc:  # another process created it first: compare with theirs
             self._model = None
-            current = self._read_model()
+            current = self._wait_for_binding()
             if current is None:
                 raise StoreError(f"could not record the model binding: {exc}") from exc
             if current.model_sha256 != sha256 or current.dim != dim:
@@ -402,6 +406,16 @@ class Store:
         bound = self._read_model()
         assert bound is not None
         return bound.as_dict()
+
+    def _wait_for_binding(self, attempts: int = 50, pause: float = 0.1) -> ModelInfo | None:
+        """The binding another writer is committing right now: its table is listed before its first
+        version lands, so give that commit a moment (up to ``attempts * pause`` seconds)."""
+        for _ in range(attempts):
+            current = self._read_model()
+            if current is not None:
+                return current
+            time.sleep(pause)
+        return None
 
     def _dim(self, modality: str) -> int:
         tbl = self._latest(modality)
