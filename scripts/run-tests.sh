@@ -23,4 +23,7 @@ fi
 # A broken wheel shows here as one clear failure, not as dozens of unrelated ones.
 .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_000_native_libraries.py \
   || { echo "run-tests: a compiled dependency does not load (see above); not running the suite" >&2; exit 1; }
-exec .venv/bin/python -m pytest -q --deselect tests/test_000_native_libraries.py "$@"
+# One pytest-xdist worker per core (TEST_WORKERS overrides; 0 runs in this process). A test file stays
+# on one worker, so its module fixtures (a local Ray, an S3 server, a built index) are made once.
+workers="${TEST_WORKERS:-$(nproc)}"
+exec .venv/bin/python -m pytest -q -n "$workers" --dist loadfile --deselect tests/test_000_native_libraries.py "$@"
