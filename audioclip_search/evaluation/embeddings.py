@@ -19,6 +19,7 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -157,6 +158,25 @@ def _source(path: Path, modality: str, key: dict[str, Any] | None) -> SourceFile
     return SourceFile(path=path, modality=modality, size=size, mtime=mtime)
 
 
+def _look_up(cache: EmbeddingCache | None, dataset: str, modality: str, paths: Sequence[Path | None],
+             preprocessing: dict[str, Any]
+             ) -> tuple[dict[int, np.ndarray], dict[int, dict[str, Any] | None], list[int]]:
+    """(vectors found in the cache by position, each file's cache key, the positions still to embed)."""
+    found: dict[int, np.ndarray] = {}
+    keys: dict[int, dict[str, Any] | None] = {}
+    todo: list[int] = []
+    for i, path in enumerate(paths):
+        if path is None:
+            continue
+        keys[i] = cache.key(dataset, modality, path, preprocessing) if cache is not None else None
+        vec = cache.get(keys[i]) if cache is not None else None
+        if vec is not None:
+            found[i] = vec
+        else:
+            todo.append(i)
+    return found, keys, todo
+
+
 def _embed(
     modality: str,
     paths: Sequence[Path | None],
@@ -177,21 +197,9 @@ def _embed(
 
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
-    n = len(paths)
-    task = progress.add_task(description, total=n) if progress is not None else None
-    results: dict[int, np.ndarray] = {}
+    task = progress.add_task(description, total=len(paths)) if progress is not None else None
+    results, keys, todo = _look_up(cache, dataset, modality, paths, preprocessing)
     failures: dict[int, Failure] = {}
-    keys: dict[int, dict[str, Any] | None] = {}
-    todo: list[int] = []
-    for i, path in enumerate(paths):
-        if path is None:
-            continue
-        keys[i] = cache.key(dataset, modality, path, preprocessing) if cache is not None else None
-        vec = cache.get(keys[i]) if cache is not None else None
-        if vec is not None:
-            results[i] = vec
-        else:
-            todo.append(i)
     cached = len(results)
     if task is not None and cached:
         progress.update(task, advance=cached)
@@ -202,7 +210,6 @@ def _embed(
         workers = auto_workers(encoder.device.type)
     image_size = encoder.model.config.image_resolution
     sources = [_source(paths[i], modality, keys.get(i)) for i in todo]  # type: ignore[arg-type]
-    decoded = read_files(sources, workers, image_size=image_size, window=geometry)
     batch: list[tuple[int, Any]] = []
 
     def encode() -> None:
@@ -216,18 +223,19 @@ def _embed(
         out.encoded += len(batch)
         batch.clear()
 
-    for i in todo:
-        start = time.perf_counter()
-        item = next(decoded)  # a whole clip (WholeClip) or picture is one piece, its file's last
-        out.seconds_load += time.perf_counter() - start
-        if item.error is not None:
-            failures[i] = Failure(str(paths[i]), item.error, modality)
-        else:
-            batch.append((i, item.windows[0] if modality == "audio" else item.pixels))
-            if len(batch) == batch_size:
-                encode()
-        if task is not None:
-            progress.update(task, advance=1)
+    with closing(read_files(sources, workers, image_size=image_size, window=geometry)) as decoded:
+        for i in todo:
+            start = time.perf_counter()
+            item = next(decoded)  # a whole clip (WholeClip) or picture is one piece, its file's last
+            out.seconds_load += time.perf_counter() - start
+            if item.error is not None:
+                failures[i] = Failure(str(paths[i]), item.error, modality)
+            else:
+                batch.append((i, item.windows[0] if modality == "audio" else item.pixels))
+                if len(batch) == batch_size:
+                    encode()
+            if task is not None:
+                progress.update(task, advance=1)
     if batch:
         encode()
     out.indices = sorted(results)
