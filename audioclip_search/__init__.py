@@ -6,10 +6,10 @@ Heavy imports (torch, the model) happen on first use of a name, so `acsearch --v
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._version import __version__
+from .lazy import lazy_getattr
 
 _LAZY = {
     "AudioCLIP": ".model",
@@ -50,10 +50,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .model import AudioCLIP, AudioCLIPConfig, load_config
     from .text import tokenize
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())

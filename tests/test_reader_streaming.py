@@ -136,3 +136,24 @@ def test_every_format_is_indexed_without_an_ffmpeg_program(tmp_path, tiny_checkp
     for name, got in by_name.items():
         assert len(got) == 1, name  # 5.0 s: one window each, the M4A included (AAC padding cut)
         assert got[0]["duration"] == pytest.approx(5.0, abs=0.01), name  # what was decoded
+
+
+def test_whole_clip_geometry_gives_the_dataset_protocol_clip(shared_data, monkeypatch):
+    """The evaluator's geometry: one input a file, equal to the dataset's own load + pad/crop, also
+    when the file arrives in several blocks (resampled per block) and after the pickling that takes
+    the geometry to decoding worker processes."""
+    import pickle
+
+    from audioclip_search.datasets import open_dataset
+    from audioclip_search.indexer.windows import WholeClip
+
+    dataset = open_dataset("us8k", shared_data / "us8k-mini")  # 22.05 kHz clips: resampled, scaled, fitted
+    prep = dataset.preprocessing
+    paths = [it.path for it in dataset.items()[:3]]
+    monkeypatch.setattr(reader, "BLOCK_SECONDS", 1.0)
+    geometry = pickle.loads(pickle.dumps(WholeClip(prep.apply)))
+    got = list(reader.read_files([_source(p) for p in paths], workers=0, window=geometry))
+    assert [(d.source.path, d.error, d.complete, len(d.windows)) for d in got] == [(p, None, True, 1) for p in paths]
+    for d, path in zip(got, paths, strict=True):
+        assert d.windows[0].shape == (1, 176400) and torch.equal(d.windows[0], prep.load(path))
+        assert d.spans[0][0] == 0.0 and d.spans[0][1] == pytest.approx(d.meta["duration"], abs=1e-3)

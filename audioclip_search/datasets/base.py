@@ -21,7 +21,7 @@ cannot be decoded is the caller's to count and skip (``AudioLoadError`` from ``l
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,8 @@ __all__ = [
     "Dataset",
     "DatasetError",
     "Item",
+    "OfficialLayout",
+    "label_table",
     "parse_int",
     "read_csv_rows",
     "read_layout",
@@ -260,6 +262,49 @@ class Dataset:
         train_folds = [f for f in self.folds if f != test_fold]
         train = self.items(train_folds, check_files=check_files) if train_folds else []
         return train, test
+
+
+@dataclass(frozen=True)
+class OfficialLayout:
+    """An official dataset layout: ``root/metadata`` (a CSV, one row a clip) and ``root/audio``.
+
+    ``file``/``target``/``label``: the CSV columns of a clip's file name, class index and class
+    name (``class_name`` turns the latter into ours); every layout has a ``fold`` column.
+    ``fold_folders``: clips lie in ``audio/fold<N>/`` (UrbanSound8K) rather than ``audio/``.
+    """
+
+    what: str
+    metadata: str
+    file: str
+    target: str
+    label: str
+    class_name: Callable[[str], str]
+    fold_folders: bool = False
+
+    def read(self, root: str | Path) -> tuple[list[str], list[Item]]:
+        """(class names by class index, items in the CSV's row order); ``DatasetError`` names a bad row."""
+        columns = (self.file, "fold", self.target, self.label)
+        csv_path, audio_dir, rows = read_layout(root, self.metadata, columns, self.what)
+        items: list[Item] = []
+        pairs: list[tuple[int, str]] = []
+        for line, row in enumerate(rows, start=2):
+            if not row[self.file]:
+                raise DatasetError(f"{csv_path}, line {line}: empty '{self.file}'")
+            fold = parse_int(row["fold"], csv_path, line, "fold")
+            label = self.class_name(row[self.label])
+            pairs.append((parse_int(row[self.target], csv_path, line, self.target), label))
+            key = f"audio/fold{fold}/{row[self.file]}" if self.fold_folders else f"audio/{row[self.file]}"
+            items.append(Item(path=audio_dir.parent / key, labels=[label], fold=fold, key=key))
+        return label_table(pairs, csv_path, self.what), items
+
+
+def label_table(pairs: list[tuple[int, str]], where: Path, what: str) -> list[str]:
+    """(target, name) pairs -> names ordered by target; a target with two names is an error."""
+    by_target: dict[int, str] = {}
+    for target, name in pairs:
+        if by_target.setdefault(target, name) != name:
+            raise DatasetError(f"{what}: {where}: class index {target} is both {by_target[target]!r} and {name!r}")
+    return [by_target[t] for t in sorted(by_target)]
 
 
 def read_layout(root: str | Path, metadata: str, required: Sequence[str], what: str

@@ -67,10 +67,7 @@ def split_list(value: Any, where: str) -> list[str]:
     elif isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
-            try:
-                loaded = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{where}: not a valid JSON list: {text!r} ({exc.msg})") from None
+            loaded = _loads(text, f"{where}: not a valid JSON list: {text!r}")
             if not isinstance(loaded, list):
                 raise DatasetError(f"{where}: expected a JSON list, got {text!r}")
             parts = [str(v) for v in loaded]
@@ -79,6 +76,14 @@ def split_list(value: Any, where: str) -> list[str]:
     else:
         raise DatasetError(f"{where}: expected a string or a list, got {type(value).__name__}")
     return [p.strip() for p in parts if p.strip()]
+
+
+def _loads(text: str, invalid: str, with_line: bool = False) -> Any:
+    """``text`` parsed as JSON, or a ``DatasetError``: ``invalid`` and the parser's reason (and line)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{invalid} ({exc.msg}{f', line {exc.lineno}' if with_line else ''})") from None
 
 
 def read_records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
@@ -96,18 +101,12 @@ def read_records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]
         for line_no, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path}, line {line_no}: not valid JSON ({exc.msg})") from None
+            obj = _loads(line, f"{path}, line {line_no}: not valid JSON")
             if not isinstance(obj, dict):
                 raise DatasetError(f"{path}, line {line_no}: expected a JSON object, got {type(obj).__name__}")
             records.append((line_no, obj))
     elif suffix == ".json" or head == "[":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        data = _loads(text, f"{path}: not valid JSON", with_line=True)
         if not isinstance(data, list) or not all(isinstance(o, dict) for o in data):
             raise DatasetError(f"{path}: a .json manifest must be a list of objects")
         records = [(i, obj) for i, obj in enumerate(data, start=1)]

@@ -13,16 +13,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import AudioPreprocessing, Dataset, DatasetError, Item, parse_int, read_layout
-from .esc50 import label_table
+from .base import AudioPreprocessing, Dataset, OfficialLayout
 
 CLIP_SAMPLES = 176400  # 4 s at 44.1 kHz
-COLUMNS = ("slice_file_name", "fold", "classID", "class")
 
 
 def class_name(label: str) -> str:
     """'dog_bark' -> 'dog bark' (the official loader's ``replace('_', ' ').strip(' ')``)."""
     return label.replace("_", " ").strip(" ")
+
+
+LAYOUT = OfficialLayout("UrbanSound8K", "metadata/UrbanSound8K.csv", file="slice_file_name", target="classID",
+                        label="class", class_name=class_name, fold_folders=True)
 
 
 class UrbanSound8K(Dataset):
@@ -32,19 +34,7 @@ class UrbanSound8K(Dataset):
     title = "UrbanSound8K"
 
     def __init__(self, root: str | Path, official_scaling: bool = True):
-        root = Path(root)
-        csv_path, audio_dir, rows = read_layout(root, "metadata/UrbanSound8K.csv", COLUMNS, "UrbanSound8K")
-        items: list[Item] = []
-        pairs: list[tuple[int, str]] = []
-        for line, row in enumerate(rows, start=2):
-            if not row["slice_file_name"]:
-                raise DatasetError(f"{csv_path}, line {line}: empty 'slice_file_name'")
-            fold = parse_int(row["fold"], csv_path, line, "fold")
-            label = class_name(row["class"])
-            pairs.append((parse_int(row["classID"], csv_path, line, "classID"), label))
-            folder = audio_dir / f"fold{fold}"
-            items.append(Item(path=folder / row["slice_file_name"], labels=[label], fold=fold,
-                              key=f"audio/fold{fold}/{row['slice_file_name']}"))
+        class_names, items = LAYOUT.read(root)
         preprocessing = AudioPreprocessing(clip_samples=CLIP_SAMPLES, head_truncate=official_scaling,
                                            minmax_scale=official_scaling)
-        super().__init__(root, label_table(pairs, csv_path, "UrbanSound8K"), items, preprocessing)
+        super().__init__(root, class_names, items, preprocessing)

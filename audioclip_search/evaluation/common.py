@@ -9,10 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from ..datasets.base import Dataset, DatasetError
+from ..datasets.base import Dataset, DatasetError, Item
 from .embeddings import EmbeddingCache, Failure
 
-__all__ = ["EvalResult", "encoder_settings", "fold_label", "mean_of", "pct", "resolve_folds", "check_template"]
+__all__ = ["EvalResult", "Splits", "check_template", "encoder_settings", "fold_label", "gather_splits", "mean_of",
+           "pct", "resolve_folds", "task_settings"]
 
 TASKS = ("zeroshot", "querying", "finetuned")
 
@@ -91,6 +92,33 @@ def resolve_folds(dataset: Dataset, folds: Sequence[int] | None) -> list[int | N
     return list(dataset.folds) or [None]
 
 
+@dataclass
+class Splits:
+    """The splits to evaluate: each one's items, and all of them as one list (split order), which
+    is the order the embeddings come in."""
+
+    folds: list[int | None]
+    groups: list[list[Item]]
+    items: list[Item] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.items = [it for group in self.groups for it in group]
+
+    def positions(self) -> list[tuple[int | None, list[int]]]:
+        """Each split's fold with the positions of its items in :attr:`items`."""
+        out, start = [], 0
+        for fold, group in zip(self.folds, self.groups, strict=True):
+            out.append((fold, list(range(start, start + len(group)))))
+            start += len(group)
+        return out
+
+
+def gather_splits(dataset: Dataset, folds: Sequence[int] | None) -> Splits:
+    """The items of each split :func:`resolve_folds` chooses."""
+    chosen = resolve_folds(dataset, folds)
+    return Splits(chosen, [dataset.items(f) for f in chosen])
+
+
 def fold_label(fold: int | None) -> str:
     return "all" if fold is None else f"fold {fold}"
 
@@ -115,6 +143,15 @@ def encoder_settings(encoder: Any) -> dict[str, Any]:
         "precision": getattr(encoder, "precision", ""),
         "embed_dim": getattr(info, "embed_dim", None),
     }
+
+
+def task_settings(encoder: Any, template: str, folds: list[int | None], batch_size: int,
+                  cache: EmbeddingCache | None, **extra: Any) -> dict[str, Any]:
+    """What a report records about how a zero-shot or querying run was made."""
+    from .._version import __version__
+
+    return {**encoder_settings(encoder), "version": __version__, "template": template, "folds": folds,
+            "batch_size": batch_size, "cache": cache_settings(cache), **extra}
 
 
 def make_cache(encoder: Any, cache: EmbeddingCache | bool | None) -> EmbeddingCache | None:

@@ -8,8 +8,9 @@ mtime, and the preprocessing; the JSON file stores that document, and a hit requ
 Both files are written to a temporary name and renamed (atomic on POSIX), the ``.npy`` first, so a
 reader sees either a complete entry or none. Files that fail to decode are not cached.
 
-Decoding runs one batch ahead of the encoder in a background thread, so reading and encoding
-overlap; the order of the results is always the order of the input.
+Files are read by the indexer's reader stage (decoding worker processes where the indexer would
+use them, a one-line reason per unreadable file) and encoded with the indexer's ``Encoder``
+calls; the order of the results is always the order of the input.
 """
 
 from __future__ import annotations
@@ -17,16 +18,20 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..datasets.base import Dataset, DatasetError, Item
 from ..fileio import atomic_write, atomic_write_text
+
+if TYPE_CHECKING:
+    from ..indexer.discover import SourceFile
+    from ..indexer.windows import ClipGeometry
 
 __all__ = [
     "CACHE_VERSION",
@@ -145,25 +150,19 @@ class EmbeddingCache:
             self.write_errors += 1  # a read-only or full cache must not stop an evaluation
 
 
-def _embed(
-    modality: str,
-    paths: Sequence[Path | None],
-    load: Callable[[Path], Any],
-    encode: Callable[[list[Any]], np.ndarray],
-    load_errors: tuple[type[BaseException], ...],
-    cache: EmbeddingCache | None,
-    dataset: str,
-    preprocessing: dict[str, Any],
-    batch_size: int,
-    progress: Any,
-    description: str,
-) -> Embeddings:
-    if batch_size < 1:
-        raise ValueError(f"batch size must be >= 1, got {batch_size}")
-    n = len(paths)
-    task = progress.add_task(description, total=n) if progress is not None else None
-    results: dict[int, np.ndarray] = {}
-    failures: dict[int, Failure] = {}
+def _source(path: Path, modality: str, key: dict[str, Any] | None) -> SourceFile:
+    """The reader's description of a dataset file (size and mtime from the cache key's stat)."""
+    from ..indexer.discover import SourceFile
+
+    size, mtime = (key["size"], key["mtime_ns"] / 1e9) if key else (0, 0.0)
+    return SourceFile(path=path, modality=modality, size=size, mtime=mtime)
+
+
+def _look_up(cache: EmbeddingCache | None, dataset: str, modality: str, paths: Sequence[Path | None],
+             preprocessing: dict[str, Any]
+             ) -> tuple[dict[int, np.ndarray], dict[int, dict[str, Any] | None], list[int]]:
+    """(vectors found in the cache by position, each file's cache key, the positions still to embed)."""
+    found: dict[int, np.ndarray] = {}
     keys: dict[int, dict[str, Any] | None] = {}
     todo: list[int] = []
     for i, path in enumerate(paths):
@@ -172,49 +171,87 @@ def _embed(
         keys[i] = cache.key(dataset, modality, path, preprocessing) if cache is not None else None
         vec = cache.get(keys[i]) if cache is not None else None
         if vec is not None:
-            results[i] = vec
+            found[i] = vec
         else:
             todo.append(i)
+    return found, keys, todo
+
+
+def _embed(
+    modality: str,
+    paths: Sequence[Path | None],
+    encoder: Any,
+    geometry: ClipGeometry | None,
+    cache: EmbeddingCache | None,
+    dataset: str,
+    preprocessing: dict[str, Any],
+    batch_size: int,
+    workers: int | None,
+    progress: Any,
+    description: str,
+) -> Embeddings:
+    """Cached vectors where there are some; the rest through the indexer's reader stage
+    (:func:`~..indexer.reader.read_files`: worker processes, one-line failures) and the same
+    ``Encoder`` calls the indexer makes, ``batch_size`` files a call."""
+    from ..indexer.reader import read_files
+
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    task = progress.add_task(description, total=len(paths)) if progress is not None else None
+    results, keys, todo = _look_up(cache, dataset, modality, paths, preprocessing)
+    failures: dict[int, Failure] = {}
     cached = len(results)
     if task is not None and cached:
         progress.update(task, advance=cached)
     out = Embeddings(modality, np.zeros((0, 0), np.float32), [], cached=cached)
+    if workers is None:
+        from ..indexer.pipeline import auto_workers
 
-    def load_batch(indices: list[int]) -> tuple[list[int], list[Any], float]:
+        workers = auto_workers(encoder.device.type)
+    image_size = encoder.model.config.image_resolution
+    sources = [_source(paths[i], modality, keys.get(i)) for i in todo]  # type: ignore[arg-type]
+    batch: list[tuple[int, Any]] = []
+
+    def encode() -> None:
         start = time.perf_counter()
-        ok, data = [], []
-        for i in indices:
-            try:
-                data.append(load(paths[i]))  # type: ignore[arg-type]
-                ok.append(i)
-            except load_errors as exc:
-                failures[i] = Failure(str(paths[i]), getattr(exc, "reason", str(exc)), modality)
-        return ok, data, time.perf_counter() - start
+        vectors = encode_inputs(encoder, modality, [x for _, x in batch])
+        out.seconds_encode += time.perf_counter() - start
+        for (i, _), vec in zip(batch, vectors, strict=True):
+            results[i] = vec
+            if cache is not None:
+                cache.put(keys[i], vec)
+        out.encoded += len(batch)
+        batch.clear()
 
-    batches = [todo[s : s + batch_size] for s in range(0, len(todo), batch_size)]
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="acsearch-decode") as pool:
-        pending = pool.submit(load_batch, batches[0]) if batches else None
-        for b in range(len(batches)):
-            assert pending is not None
-            ok, data, load_s = pending.result()
-            pending = pool.submit(load_batch, batches[b + 1]) if b + 1 < len(batches) else None
-            out.seconds_load += load_s
-            if data:
-                start = time.perf_counter()
-                vectors = encode(data)
-                out.seconds_encode += time.perf_counter() - start
-                for i, vec in zip(ok, vectors, strict=True):
-                    results[i] = vec
-                    if cache is not None:
-                        cache.put(keys[i], vec)
-                out.encoded += len(ok)
+    with closing(read_files(sources, workers, image_size=image_size, window=geometry)) as decoded:
+        for i in todo:
+            start = time.perf_counter()
+            item = next(decoded)  # a whole clip (WholeClip) or picture is one piece, its file's last
+            out.seconds_load += time.perf_counter() - start
+            if item.error is not None:
+                failures[i] = Failure(str(paths[i]), item.error, modality)
+            else:
+                batch.append((i, item.windows[0] if modality == "audio" else item.pixels))
+                if len(batch) == batch_size:
+                    encode()
             if task is not None:
-                progress.update(task, advance=len(batches[b]))
+                progress.update(task, advance=1)
+    if batch:
+        encode()
     out.indices = sorted(results)
     out.failures = [failures[i] for i in sorted(failures)]
     if out.indices:
         out.vectors = np.stack([results[i] for i in out.indices]).astype(np.float32, copy=False)
     return out
+
+
+def encode_inputs(encoder: Any, modality: str, inputs: list[Any]) -> np.ndarray:
+    """Decoded model inputs -> (N, D) vectors: the indexer's ``Encoder`` calls (it micro-batches)."""
+    if modality == "audio":
+        return encoder.encode_audio(inputs)
+    import torch
+
+    return encoder.encode_images(torch.stack(inputs))
 
 
 def embed_audio_items(
@@ -225,17 +262,21 @@ def embed_audio_items(
     cache: EmbeddingCache | None = None,
     progress: Any = None,
     description: str = "Embedding audio",
+    workers: int | None = None,
 ) -> Embeddings:
     """Embed the audio of ``items`` with the dataset's evaluation preprocessing.
 
-    Unreadable files become ``failures`` (path + reason) and are left out; if every file fails,
-    ``DatasetError`` is raised. ``progress``: a rich ``Progress`` (``progress.make_progress``) or None.
+    Each file is decoded whole and prepared by ``dataset.preprocessing`` (the paper's pad/crop,
+    not the indexer's windows). Unreadable files become ``failures`` (path + reason) and are left
+    out; if every file fails, ``DatasetError`` is raised. ``progress``: a rich ``Progress``
+    (``progress.make_progress``) or None. ``workers``: decoding processes (None: as the indexer
+    chooses for the encoder's device).
     """
-    from ..errors import AudioLoadError
+    from ..indexer.windows import WholeClip
 
     prep = dataset.preprocessing
-    out = _embed("audio", [it.path for it in items], prep.load, encoder.encode_audio, (AudioLoadError,),
-                 cache, dataset.name, prep.to_dict(), batch_size, progress, description)
+    out = _embed("audio", [it.path for it in items], encoder, WholeClip(prep.apply), cache, dataset.name,
+                 prep.to_dict(), batch_size, workers, progress, description)
     return _require_some(out, sum(1 for it in items if it.path is not None), dataset)
 
 
@@ -247,22 +288,12 @@ def embed_image_paths(
     cache: EmbeddingCache | None = None,
     progress: Any = None,
     description: str = "Embedding images",
+    workers: int | None = None,
 ) -> Embeddings:
     """Embed pictures (CLIP preprocessing); unreadable ones become ``failures``."""
-    from ..errors import ImageLoadError
-    from ..image import load_image
-
-    def load(path: Path) -> Any:
-        return encoder.preprocess_images([load_image(path)])[0]
-
-    def encode(tensors: list[Any]) -> np.ndarray:
-        import torch
-
-        return encoder.encode_images(torch.stack(tensors))
-
-    resolution = getattr(getattr(getattr(encoder, "model", None), "config", None), "image_resolution", 224)
-    out = _embed("image", list(paths), load, encode, (ImageLoadError,), cache, dataset.name,
-                 {"image_resolution": resolution, "transform": "clip"}, batch_size, progress, description)
+    resolution = encoder.model.config.image_resolution
+    out = _embed("image", list(paths), encoder, None, cache, dataset.name,
+                 {"image_resolution": resolution, "transform": "clip"}, batch_size, workers, progress, description)
     return _require_some(out, len(paths), dataset)
 
 

@@ -27,21 +27,19 @@ from typing import Any
 
 import numpy as np
 
-from .._version import __version__
-from ..datasets.base import Dataset, DatasetError, Item
+from ..datasets.base import Dataset, DatasetError
 from ..progress import make_progress
 from ..text import format_labels
 from . import metrics
 from .common import (
     EvalResult,
-    cache_settings,
     check_template,
-    encoder_settings,
     fold_label,
+    gather_splits,
     make_cache,
     mean_of,
     pct,
-    resolve_folds,
+    task_settings,
 )
 from .embeddings import EmbeddingCache, embed_audio_items, embed_image_paths
 
@@ -152,9 +150,8 @@ def run_querying(
     check_template(template)
     if scope not in ("fold", "all"):
         raise ValueError(f"scope must be 'fold' or 'all', got {scope!r}")
-    split_folds = resolve_folds(dataset, folds)
-    per_split = [dataset.items(f) for f in split_folds]
-    items: list[Item] = [it for group in per_split for it in group]
+    chosen = gather_splits(dataset, folds)
+    items = chosen.items
     dirs = parse_directions(directions, any(it.path is not None for it in items),
                             any(it.image_paths for it in items))
     store = make_cache(encoder, cache)
@@ -185,13 +182,7 @@ def run_querying(
             text_cache.update(zip(todo, vecs, strict=True))
         return np.stack([text_cache[ls] for ls in label_sets])
 
-    if scope == "all":
-        groups = [(None, list(range(len(items))))]
-    else:
-        groups, start = [], 0
-        for fold, group in zip(split_folds, per_split, strict=True):
-            groups.append((fold, list(range(start, start + len(group)))))
-            start += len(group)
+    groups = [(None, list(range(len(items))))] if scope == "all" else chosen.positions()
     class_order = {name: i for i, name in enumerate(dataset.class_names)}
     t_metrics = time.perf_counter()
     splits: list[dict[str, Any]] = []
@@ -238,18 +229,10 @@ def run_querying(
     return EvalResult(
         task="querying",
         dataset=dataset.describe(),
-        settings={
-            **encoder_settings(encoder),
-            "version": __version__,
-            "template": template,
-            "folds": split_folds,
-            "scope": scope,
-            "directions": [direction_name(*d) for d in dirs],
-            "relevance": "same label set",
-            "pr_recall_levels": [round(float(x), 2) for x in metrics.PR_RECALL_LEVELS],
-            "batch_size": batch_size,
-            "cache": cache_settings(store),
-        },
+        settings=task_settings(
+            encoder, template, chosen.folds, batch_size, store, scope=scope,
+            directions=[direction_name(*d) for d in dirs], relevance="same label set",
+            pr_recall_levels=[round(float(x), 2) for x in metrics.PR_RECALL_LEVELS]),
         class_names=list(dataset.class_names),
         splits=splits,
         summary={"directions": summary_dirs},

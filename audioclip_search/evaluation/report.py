@@ -38,31 +38,34 @@ PAPER_CLASSIFICATION: dict[tuple[str, str], dict[str, float]] = {
     ("us8k", "finetuned"): {"partial": 89.95, "full": 90.07},
 }
 
+#: Table 4 as printed: (dataset, direction, partial (P@1, R@1, mAP), full (P@1, R@1, mAP)), in %.
+_Figures = tuple[float, float, float]
+_Row = tuple[str, str, _Figures, _Figures]
+_Querying = dict[str, dict[str, dict[str, dict[str, float]]]]
+_TABLE_4: tuple[_Row, ...] = (
+    ("imagenet", "text->image", (5.42, 84.15, 52.91), (1.61, 89.00, 33.13)),
+    ("audioset", "text->image", (0.81, 46.79, 9.51), (1.31, 74.95, 17.22)),
+    ("audioset", "text->audio", (2.51, 84.38, 23.54), (5.33, 76.13, 30.79)),
+    ("audioset", "audio->image", (0.62, 56.39, 5.45), (1.03, 52.12, 7.22)),
+    ("audioset", "image->audio", (0.61, 61.94, 4.86), (1.20, 53.15, 6.86)),
+    ("us8k", "text->audio", (40.81, 47.69, 77.43), (42.28, 48.18, 80.04)),
+    ("esc50", "text->audio", (51.25, 85.20, 77.20), (51.78, 80.40, 76.97)),
+)
+_QUERY_METRICS = ("P@1", "R@1", "mAP")
+
+
+def _by_dataset(rows: tuple[_Row, ...]) -> _Querying:
+    """Table rows -> dataset -> direction -> training -> {P@1, R@1, mAP}."""
+    out: _Querying = {}
+    for dataset, direction, partial, full in rows:
+        out.setdefault(dataset, {})[direction] = {
+            training: dict(zip(_QUERY_METRICS, figures, strict=True))
+            for training, figures in (("partial", partial), ("full", full))}
+    return out
+
+
 #: Table 4: dataset -> direction -> training -> {P@1, R@1, mAP} (%).
-PAPER_QUERYING: dict[str, dict[str, dict[str, dict[str, float]]]] = {
-    "imagenet": {
-        "text->image": {"partial": {"P@1": 5.42, "R@1": 84.15, "mAP": 52.91},
-                        "full": {"P@1": 1.61, "R@1": 89.00, "mAP": 33.13}},
-    },
-    "audioset": {
-        "text->image": {"partial": {"P@1": 0.81, "R@1": 46.79, "mAP": 9.51},
-                        "full": {"P@1": 1.31, "R@1": 74.95, "mAP": 17.22}},
-        "text->audio": {"partial": {"P@1": 2.51, "R@1": 84.38, "mAP": 23.54},
-                        "full": {"P@1": 5.33, "R@1": 76.13, "mAP": 30.79}},
-        "audio->image": {"partial": {"P@1": 0.62, "R@1": 56.39, "mAP": 5.45},
-                         "full": {"P@1": 1.03, "R@1": 52.12, "mAP": 7.22}},
-        "image->audio": {"partial": {"P@1": 0.61, "R@1": 61.94, "mAP": 4.86},
-                         "full": {"P@1": 1.20, "R@1": 53.15, "mAP": 6.86}},
-    },
-    "us8k": {
-        "text->audio": {"partial": {"P@1": 40.81, "R@1": 47.69, "mAP": 77.43},
-                        "full": {"P@1": 42.28, "R@1": 48.18, "mAP": 80.04}},
-    },
-    "esc50": {
-        "text->audio": {"partial": {"P@1": 51.25, "R@1": 85.20, "mAP": 77.20},
-                        "full": {"P@1": 51.78, "R@1": 80.40, "mAP": 76.97}},
-    },
-}
+PAPER_QUERYING = _by_dataset(_TABLE_4)
 
 
 def paper_reference(dataset: str, task: str) -> dict[str, Any] | None:
@@ -72,7 +75,7 @@ def paper_reference(dataset: str, task: str) -> dict[str, Any] | None:
         return {"source": PAPER_SOURCE, "metric": "accuracy", "top1": ref} if ref else None
     if task == "querying":
         ref = PAPER_QUERYING.get(dataset)
-        return {"source": PAPER_SOURCE, "metrics": ["P@1", "R@1", "mAP"], "directions": ref} if ref else None
+        return {"source": PAPER_SOURCE, "metrics": list(_QUERY_METRICS), "directions": ref} if ref else None
     return None
 
 

@@ -15,21 +15,19 @@ from typing import Any
 
 import numpy as np
 
-from .._version import __version__
 from ..datasets.base import Dataset, DatasetError, Item
 from ..progress import make_progress
 from ..text import format_labels
 from . import metrics
 from .common import (
     EvalResult,
-    cache_settings,
     check_template,
-    encoder_settings,
     fold_label,
+    gather_splits,
     make_cache,
     mean_of,
     pct,
-    resolve_folds,
+    task_settings,
 )
 from .embeddings import EmbeddingCache, Embeddings, embed_audio_items
 
@@ -127,9 +125,8 @@ def run_zeroshot(
     """
     t0 = time.perf_counter()
     check_template(template)
-    split_folds = resolve_folds(dataset, folds)
-    per_split_items = [dataset.items(f) for f in split_folds]
-    items = [it for group in per_split_items for it in group]
+    chosen = gather_splits(dataset, folds)
+    items = chosen.items
     if not any(it.path is not None for it in items):
         raise DatasetError(f"{dataset.title}: classification needs audio, and the chosen items have none")
     store = make_cache(encoder, cache)
@@ -141,28 +138,16 @@ def run_zeroshot(
         emb = embed_audio_items(encoder, dataset, items, batch_size=batch_size, cache=store, progress=bar,
                                 description=f"{dataset.title}: embedding {len(items)} clips")
     t_metrics = time.perf_counter()
-    splits = []
-    start = 0
-    for fold, group in zip(split_folds, per_split_items, strict=True):
-        positions = list(range(start, start + len(group)))
-        start += len(group)
-        figures, _ = _split_result(fold, items, positions, emb, class_emb, dataset)
-        splits.append(figures)
+    splits = [_split_result(fold, items, positions, emb, class_emb, dataset)[0]
+              for fold, positions in chosen.positions()]
     summary = summarize_classification(splits, len(dataset.class_names))
     t_metrics = time.perf_counter() - t_metrics
     return EvalResult(
         task="zeroshot",
         dataset=dataset.describe(),
-        settings={
-            **encoder_settings(encoder),
-            "version": __version__,
-            "template": template,
-            "prompts": prompts,
-            "folds": split_folds,
-            "batch_size": batch_size,
-            "cache": cache_settings(store),
-            "logits": "audio_emb @ text_emb.T (L2-normalised; the logit scale does not change the argmax)",
-        },
+        settings=task_settings(
+            encoder, template, chosen.folds, batch_size, store, prompts=prompts,
+            logits="audio_emb @ text_emb.T (L2-normalised; the logit scale does not change the argmax)"),
         class_names=list(dataset.class_names),
         splits=splits,
         summary=summary,

@@ -1,6 +1,7 @@
 """Reader stage: files -> decoded payloads, in order, with each failure as a one-line reason.
 
-Audio is decoded straight into the model's 5 s windows (:class:`~.windows.WindowCutter`): a short
+Audio is decoded straight into model inputs by a clip geometry (:mod:`.windows`: the indexer's 5 s
+windows, or an evaluation protocol's one prepared clip a file): a short
 file is one :class:`DecodedFile`; a long one (over ``LONG_AUDIO_SECONDS``) is decoded in blocks
 and arrives as several pieces, the last with ``complete=True``, so memory stays bounded by a
 block, whatever the file's length. The stored duration is what was decoded, not what the header
@@ -32,7 +33,7 @@ from ..errors import InputError
 from ..fsio import is_object_path
 from ..image import image_transform, load_image
 from .discover import MAX_TEXT_BYTES, SourceFile
-from .windows import WindowCutter, WindowSpec
+from .windows import ClipGeometry, WindowSpec
 
 #: Audio longer than this (by its header, or of unknown length) is streamed in pieces.
 LONG_AUDIO_SECONDS = 120.0
@@ -72,12 +73,12 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
-def _audio_pieces(item: DecodedFile, limits: AudioLimits, window: WindowSpec) -> Iterator[DecodedFile]:
+def _audio_pieces(item: DecodedFile, limits: AudioLimits, window: ClipGeometry) -> Iterator[DecodedFile]:
     """Decode ``item``'s audio block by block into windows; one piece per block, the last complete."""
     source = item.source
     stream = stream_audio(source.path, sample_rate=MODEL_SAMPLE_RATE, mono=True, limits=limits,
                           block_seconds=BLOCK_SECONDS)  # fmt: skip
-    cutter = WindowCutter(window)
+    cutter = window.cutter()
     piece = 0
     for block in stream:
         windows, spans = cutter.push(block)
@@ -90,7 +91,7 @@ def _audio_pieces(item: DecodedFile, limits: AudioLimits, window: WindowSpec) ->
 
 
 def decode_pieces(
-    source: SourceFile, limits: AudioLimits, image_size: int = 224, window: WindowSpec | None = None
+    source: SourceFile, limits: AudioLimits, image_size: int = 224, window: ClipGeometry | None = None
 ) -> Iterator[DecodedFile]:
     """Decode one file into one or more pieces; never raises for bad input (the reason goes in ``.error``).
 
@@ -137,7 +138,7 @@ def decode_pieces(
 
 
 def decode_file(
-    source: SourceFile, limits: AudioLimits, image_size: int = 224, window: WindowSpec | None = None
+    source: SourceFile, limits: AudioLimits, image_size: int = 224, window: ClipGeometry | None = None
 ) -> DecodedFile:
     """Decode one file whole (all windows in one item); for callers that want a file at a time."""
     pieces = list(decode_pieces(source, limits, image_size, window))
@@ -165,14 +166,14 @@ def _worker_init() -> None:
     torch.set_num_threads(1)  # the main process's model owns the cores
 
 
-def _decode_in_worker(source: SourceFile, limits: AudioLimits, image_size: int, window: WindowSpec) -> DecodedFile:
+def _decode_in_worker(source: SourceFile, limits: AudioLimits, image_size: int, window: ClipGeometry) -> DecodedFile:
     return decode_file(source, limits, image_size, window)
 
 
 class _WorkerPool:
     """Decoding processes that are replaced when one dies; the file that killed one is reported, not retried."""
 
-    def __init__(self, workers: int, limits: AudioLimits, image_size: int, window: WindowSpec):
+    def __init__(self, workers: int, limits: AudioLimits, image_size: int, window: ClipGeometry):
         self.workers = workers
         self.args = (limits, image_size, window)
         self._pool = self._start()
@@ -206,9 +207,13 @@ def read_files(
     workers: int = 2,
     limits: AudioLimits | None = None,
     image_size: int = 224,
-    window: WindowSpec | None = None,
+    window: ClipGeometry | None = None,
 ) -> Iterator[DecodedFile]:
-    """Decoded pieces in input order (a file's pieces consecutive); ``workers=0`` decodes in this process."""
+    """Decoded pieces in input order (a file's pieces consecutive); ``workers=0`` decodes in this process.
+
+    ``window``: how audio becomes model inputs, the indexer's :class:`~.windows.WindowSpec` (the
+    default) or an evaluation protocol's :class:`~.windows.WholeClip` (one prepared input a file).
+    """
     limits = limits or AudioLimits()
     window = window or WindowSpec()
     if workers <= 0 or len(sources) < 2:

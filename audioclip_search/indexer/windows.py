@@ -1,15 +1,41 @@
-"""How audio becomes model inputs: 5 s windows (the paper's clip length) with a hop.
+"""How audio becomes model inputs: a clip geometry turns a decoded signal into model inputs.
 
-Shared by the indexer and by audio queries so a query clip is cut exactly as indexed clips are.
+Two geometries, both handed to the reader stage (:func:`~.reader.read_files`'s ``window``):
+
+* :class:`WindowSpec`: 5 s windows (the paper's clip length) with a hop, for indexing. Shared by
+  the indexer and by audio queries so a query clip is cut exactly as indexed clips are.
+* :class:`WholeClip`: one input per file, the whole signal through a dataset protocol's transform
+  (the official evaluation's pad/crop), for the evaluator.
+
+A geometry's ``cutter()`` makes a fresh cutter per file: ``push`` it the decoded blocks in order
+and ``finish`` it at the end; each returns the inputs completed so far with their (start, end) s.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
 from ..audio import MODEL_SAMPLE_RATE, fit_length, window_starts
+
+Spans = list[tuple[float, float]]
+
+
+class Cutter(Protocol):
+    """Cuts one file's signal, pushed block by block, into model inputs."""
+
+    def push(self, block: torch.Tensor) -> tuple[list[torch.Tensor], Spans]: ...
+
+    def finish(self) -> tuple[list[torch.Tensor], Spans]: ...
+
+
+class ClipGeometry(Protocol):
+    """How the reader turns a decoded audio file into model inputs (picklable: it travels to workers)."""
+
+    def cutter(self) -> Cutter: ...
 
 
 @dataclass(frozen=True)
@@ -24,6 +50,9 @@ class WindowSpec:
     @property
     def hop(self) -> int:
         return max(1, int(round(self.hop_seconds * MODEL_SAMPLE_RATE)))
+
+    def cutter(self) -> WindowCutter:
+        return WindowCutter(self)
 
 
 def split_windows(waveform: torch.Tensor, spec: WindowSpec) -> tuple[list[torch.Tensor], list[tuple[float, float]]]:
@@ -91,3 +120,37 @@ class WindowCutter:
             start = end - size
             return [self._buffer[..., -size:]], [(start / MODEL_SAMPLE_RATE, end / MODEL_SAMPLE_RATE)]
         return [], []
+
+
+@dataclass(frozen=True)
+class WholeClip:
+    """One model input per file: the whole decoded signal through ``prepare``.
+
+    ``prepare`` maps the (C, T) signal to the model input; for evaluation it is a dataset's
+    ``AudioPreprocessing.apply`` (the paper's protocol: head truncation, scaling, centre
+    pad/crop), where the indexer's windows would cut a long clip into several inputs.
+    """
+
+    prepare: Callable[[torch.Tensor], torch.Tensor]
+
+    def cutter(self) -> WholeClipCutter:
+        return WholeClipCutter(self.prepare)
+
+
+class WholeClipCutter:
+    """Keeps every block; :meth:`finish` gives the one prepared input and the real audio's span."""
+
+    def __init__(self, prepare: Callable[[torch.Tensor], torch.Tensor]):
+        self.prepare = prepare
+        self._blocks: list[torch.Tensor] = []
+
+    def push(self, block: torch.Tensor) -> tuple[list[torch.Tensor], Spans]:
+        self._blocks.append(block)
+        return [], []
+
+    def finish(self) -> tuple[list[torch.Tensor], Spans]:
+        if not self._blocks:
+            return [], []
+        signal = self._blocks[0] if len(self._blocks) == 1 else torch.cat(self._blocks, dim=-1)
+        self._blocks = []
+        return [self.prepare(signal)], [(0.0, signal.shape[-1] / MODEL_SAMPLE_RATE)]

@@ -102,6 +102,16 @@ def _window_std(sums: torch.Tensor, squares: torch.Tensor, start: torch.Tensor, 
     return var.clamp(min=0).sqrt().squeeze(1)
 
 
+def _offset(span: torch.Tensor, position: torch.Tensor | None) -> torch.Tensor:
+    """Where in ``span`` free samples a clip's window (or a short clip) starts: ``floor(position *
+    span)``, or the rounded middle when ``position`` is None; never past ``span``."""
+    if position is None:
+        offset = torch.round(0.5 * span.double()).long()
+    else:
+        offset = torch.floor(position.to(span.device, torch.float64) * span.double()).long()
+    return torch.minimum(offset, span)
+
+
 def crop_or_pad(x: torch.Tensor, lengths: torch.Tensor | None, out_len: int,
                 position: torch.Tensor | None = None) -> torch.Tensor:
     """Fit every clip to ``out_len`` samples: random where ``position`` (U[0, 1) per sample) is
@@ -124,11 +134,7 @@ def crop_or_pad(x: torch.Tensor, lengths: torch.Tensor | None, out_len: int,
     out = torch.full_like(lengths, out_len)
 
     span = (lengths - out_len).clamp(min=0)
-    if position is None:
-        crop_start = torch.round(0.5 * span.double()).long()
-    else:
-        crop_start = torch.floor(position.to(device, torch.float64) * span.double()).long()
-    crop_start = torch.minimum(crop_start, span)
+    crop_start = _offset(span, position)
     start = torch.zeros_like(lengths)
     if bool(longer.any()):
         start = torch.where(longer, crop_start, start)
@@ -148,11 +154,7 @@ def crop_or_pad(x: torch.Tensor, lengths: torch.Tensor | None, out_len: int,
             start = torch.where(longer, chosen, start)
 
     pad_span = (out_len - lengths).clamp(min=0)
-    if position is None:
-        left = torch.round(0.5 * pad_span.double()).long()
-    else:
-        left = torch.floor(position.to(device, torch.float64) * pad_span.double()).long()
-    left = torch.minimum(left, pad_span)
+    left = _offset(pad_span, position)
     start = torch.where(shorter, -left, start)
 
     index = start.unsqueeze(1) + torch.arange(out_len, device=device).unsqueeze(0)  # (B, out_len)

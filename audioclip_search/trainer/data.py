@@ -364,17 +364,9 @@ class TrainingSet(torch.utils.data.Dataset):
     def _audio(self, index: int) -> torch.Tensor:
         if index in self._cache:
             return self._cache[index]
-        from ..audio import load_audio
-
-        pre = self.preprocessing
-        wave, _ = load_audio(self.samples[index].audio, sample_rate=pre.sample_rate, mono=pre.mono)
-        if self.train:
-            # The training transform without its final fit: the augmenter crops/pads on the device.
-            if pre.head_truncate and pre.clip_samples:
-                wave = wave[..., : pre.clip_samples]
-            wave = dataclasses.replace(pre, clip_samples=None, head_truncate=False).apply(wave)
-        else:
-            wave = pre.apply(wave)
+        # The dataset protocol's decode and transform, as the evaluator's; training leaves out the
+        # final fit: the augmenter crops/pads on the device.
+        wave = self.preprocessing.load(self.samples[index].audio, fit=not self.train)
         if self.cache_audio:
             self._cache[index] = wave
         return wave
