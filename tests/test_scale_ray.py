@@ -1,6 +1,7 @@
 """`acsearch index --engine ray` on a local Ray (2 CPUs, no dashboard, started once for the module):
 the same tables as the in-process engine on real clips and pictures, a re-run that adds nothing,
-a `kill -9` of the driver at a commit, an encoder actor killed mid-run, a corrupt file reported.
+a `kill -9` of the driver at a commit, an encoder actor killed mid-run, a corrupt file reported,
+a bucket on a real S3 server (moto, 127.0.0.1) as input and as the database.
 
 Ray starts in ~15-25 s on a 2-core machine and every run starts its actor pool, so the module
 indexes a handful of files and shares one cluster and one pair of databases between tests.
@@ -23,17 +24,28 @@ from audioclip_search.indexer.pipeline import IndexOptions
 from audioclip_search.store import Store
 
 from .conftest import SHARED_DATA
+from .s3_server import make_bucket, s3_server, upload
 
 ray = pytest.importorskip("ray", reason='the Ray engine needs ray: pip install "audioclip-search[ray]"')
 
 REPO = Path(__file__).resolve().parents[1]
+BUCKET = "acs-ray"
 COLUMNS = ("id", "path", "content_sha256", "size", "mtime", "caption", "caption_source", "labels", "model",
            "model_sha256")  # fmt: skip
 AUDIO_COLUMNS = ("window_index", "start", "end", "duration", "sample_rate", "channels")
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def s3():
+    """A real S3 server on 127.0.0.1, started before Ray so the workers inherit its environment
+    (on a real cluster each node has its own credentials)."""
+    with s3_server() as env:
+        make_bucket(BUCKET)
+        yield env
+
+
+@pytest.fixture(scope="module")
+def cluster(s3):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield ray.get_runtime_context().gcs_address
@@ -75,14 +87,21 @@ def _assert_once(store: Store, corpus: Path) -> None:
 
 @pytest.fixture(scope="module")
 def indexed(cluster, corpus, tmp_path_factory, tiny_encoder):
+    """The corpus indexed by both engines; in the Ray run, an encoder actor is killed (SIGKILL) at
+    its first batch, so the equality below also proves that Ray's restart and retry lose and
+    duplicate nothing (one Ray run less for the module)."""
     root = tmp_path_factory.mktemp("ray-dbs")
     local = Index.open(root / "local", encoder=tiny_encoder).add(corpus, IndexOptions(workers=0))
-    remote = Index.open(root / "ray", encoder=tiny_encoder).add(corpus, IndexOptions(workers=0), engine="ray")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ACSEARCH_CRASH_AT", "ray.encode")  # forwarded to the workers, never reached by the driver
+        mp.setenv("ACSEARCH_CRASH_ONCE", str(root / "crashed-once"))
+        remote = Index.open(root / "ray", encoder=tiny_encoder).add(corpus, IndexOptions(workers=0), engine="ray")
     return root, local, remote
 
 
 def test_same_tables_as_the_local_engine(indexed, corpus):
     root, local, remote = indexed
+    assert (root / "crashed-once").exists()  # an encoder actor did die with its batch in flight
     assert remote.indexed == local.indexed == {"audio": 2, "image": 2, "text": 1}
     assert remote.rows == local.rows
     assert remote.failed == local.failed and len(remote.failed) == 1
@@ -120,9 +139,13 @@ def test_driver_killed_at_a_commit_then_rerun(cluster, corpus, tmp_path, tiny_ch
     cmd = [sys.executable, "-m", "audioclip_search.cli", "index", str(corpus), "--db", str(db), "--model",
            str(tiny_checkpoint), "--engine", "ray", "--ray-address", cluster, "--commit-every", "1",
            "--no-vector-index", "--workers", "0"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO), "ACSEARCH_CRASH_AT": "index.commit:1"}
+    # a decode task's worker dies first (Ray retries the task), then the driver at its first commit
+    marker = tmp_path / "decode-crashed-once"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ACSEARCH_CRASH_AT": "index.commit:1,ray.decode",
+           "ACSEARCH_CRASH_ONCE": str(marker)}  # fmt: skip
     killed = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert killed.returncode == -9, killed.stderr[-2000:]
+    assert marker.exists()
     store = Store.open(db)
     stored = sum(store.count(m) for m in ("audio", "image", "text"))
     assert 0 < stored < 5  # part of the run was committed, whole files only
@@ -132,15 +155,17 @@ def test_driver_killed_at_a_commit_then_rerun(cluster, corpus, tmp_path, tiny_ch
     _assert_once(store, corpus)
 
 
-def test_encoder_actor_killed_mid_run(cluster, corpus, tmp_path, tiny_encoder, monkeypatch):
-    marker = tmp_path / "crashed-once"
-    monkeypatch.setenv("ACSEARCH_CRASH_AT", "ray.encode")  # forwarded to the workers, never hit by the driver
-    monkeypatch.setenv("ACSEARCH_CRASH_ONCE", str(marker))
-    report = Index.open(tmp_path / "db", encoder=tiny_encoder).add(corpus, IndexOptions(workers=0), engine="ray")
-    assert marker.exists()  # an actor did die with its batch in flight; Ray restarted it and retried
+def test_bucket_in_and_database_in_bucket(cluster, corpus, tiny_encoder):
+    upload(BUCKET, {f"corpus/{p.name}": p for p in corpus.iterdir()})
+    db = f"s3://{BUCKET}/index.lancedb"
+    report = Index.open(db, encoder=tiny_encoder).add(f"s3://{BUCKET}/corpus", IndexOptions(workers=0), engine="ray")
     assert report.indexed == {"audio": 2, "image": 2, "text": 1}
-    assert [p for p, _ in report.failed] == [str(corpus / "broken.wav")]
-    _assert_once(Store.open(tmp_path / "db"), corpus)
+    assert [p for p, _ in report.failed] == [f"s3://{BUCKET}/corpus/broken.wav"]
+    store = Store.open(db)
+    rows = store.snapshot("audio").to_lance().to_table(columns=["path", "caption"]).to_pylist()
+    assert all(r["path"].startswith(f"s3://{BUCKET}/corpus/") for r in rows) and len(rows) == 2
+    assert "a caption from a sidecar" in {r["caption"] for r in rows}
+    assert store.info()["tables"]["image"]["rows"] == 2
 
 
 def test_unknown_engine_is_one_line(tmp_path, corpus):
