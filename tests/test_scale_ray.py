@@ -71,8 +71,8 @@ def _table(store: Store, modality: str) -> dict[str, dict]:
     return {r["id"]: r for r in store.snapshot(modality).to_lance().to_table().to_pylist()}
 
 
-def _assert_once(store: Store, corpus: Path) -> None:
-    """Every file of the corpus (but the corrupt one) is stored, each row once."""
+def _assert_once(store: Store, prefix: str, corpus: Path) -> None:
+    """Every file of the corpus (but the corrupt one) is stored under ``prefix``, each row once."""
     for modality, pattern in (("audio", "*.wav"), ("image", "*.png")):
         ids = store.id_column(modality).to_pylist()
         assert len(ids) == len(set(ids))
@@ -80,9 +80,9 @@ def _assert_once(store: Store, corpus: Path) -> None:
                                                              if modality == "audio" else ["path"]).to_pylist()
         keys = Counter((r["path"], r.get("window_index")) for r in rows)
         assert max(keys.values()) == 1
-        expected = {str(p) for p in corpus.glob(pattern) if p.name != "broken.wav"}
+        expected = {f"{prefix}/{p.name}" for p in corpus.glob(pattern) if p.name != "broken.wav"}
         assert {r["path"] for r in rows} == expected
-    assert [r["path"] for r in _table(store, "text").values()] == [str(corpus / "note.txt")]
+    assert [r["path"] for r in _table(store, "text").values()] == [f"{prefix}/note.txt"]
 
 
 @pytest.fixture(scope="module")
@@ -118,29 +118,20 @@ def test_same_tables_as_the_local_engine(indexed, corpus):
             assert {c: row[c] for c in (*COLUMNS, *extra)} == {c: other[c] for c in (*COLUMNS, *extra)}
             np.testing.assert_allclose(row["embedding"], other["embedding"], atol=1e-5)
         assert b.info()["tables"][modality]["vector_index"]["table_version"] == b.version(modality)
+    _assert_once(b, str(corpus), corpus)
     caption = next(r for r in _table(b, "audio").values() if r["caption"])
     assert caption["caption"] == "a caption from a sidecar" and caption["caption_source"] == "sidecar"
 
 
-def test_rerun_adds_nothing(indexed, corpus, tiny_encoder):
-    root, _, _ = indexed
-    store = Store.open(root / "ray")
-    versions = {m: store.version(m) for m in ("audio", "image", "text")}
-    again = Index.open(root / "ray", encoder=tiny_encoder).add(corpus, IndexOptions(workers=0), engine="ray")
-    assert again.indexed == {"audio": 0, "image": 0, "text": 0}
-    assert again.unchanged == {"audio": 2, "image": 2, "text": 1}
-    assert [p for p, _ in again.failed] == [str(corpus / "broken.wav")]
-    assert {m: store.version(m) for m in versions} == versions  # not one commit
-    _assert_once(store, corpus)
-
-
-def test_driver_killed_at_a_commit_then_rerun(cluster, corpus, tmp_path, tiny_checkpoint, tiny_encoder):
-    db = tmp_path / "db"
-    cmd = [sys.executable, "-m", "audioclip_search.cli", "index", str(corpus), "--db", str(db), "--model",
-           str(tiny_checkpoint), "--engine", "ray", "--ray-address", cluster, "--commit-every", "1",
-           "--no-vector-index", "--workers", "0"]  # fmt: skip
-    # a decode task's worker dies first (Ray retries the task), then the driver at its first commit
-    marker = tmp_path / "decode-crashed-once"
+def test_driver_killed_at_a_commit_then_rerun_then_nothing_to_add(cluster, corpus, tiny_checkpoint, tiny_encoder):
+    """A bucket as input and as the database: the CLI's driver is killed at its first commit (after
+    a decode worker died and Ray retried its task); a re-run completes it, each file once; a third
+    run finds nothing to do and commits nothing."""
+    upload(BUCKET, {f"corpus/{p.name}": p for p in corpus.iterdir() if p.name != "broken.wav"})
+    source, db = f"s3://{BUCKET}/corpus", f"s3://{BUCKET}/index.lancedb"
+    cmd = [sys.executable, "-m", "audioclip_search.cli", "index", source, "--db", db, "--model", str(tiny_checkpoint),
+           "--engine", "ray", "--ray-address", cluster, "--commit-every", "1", "--no-vector-index"]  # fmt: skip
+    marker = corpus.parent / "decode-crashed-once"
     env = {**os.environ, "PYTHONPATH": str(REPO), "ACSEARCH_CRASH_AT": "index.commit:1,ray.decode",
            "ACSEARCH_CRASH_ONCE": str(marker)}  # fmt: skip
     killed = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
@@ -149,23 +140,21 @@ def test_driver_killed_at_a_commit_then_rerun(cluster, corpus, tmp_path, tiny_ch
     store = Store.open(db)
     stored = sum(store.count(m) for m in ("audio", "image", "text"))
     assert 0 < stored < 5  # part of the run was committed, whole files only
-    report = Index.open(db, encoder=tiny_encoder).add(corpus, IndexOptions(workers=0), engine="ray")
-    assert sum(report.indexed.values()) + sum(report.unchanged.values()) == 5
-    assert sum(report.indexed.values()) < 5
-    _assert_once(store, corpus)
 
+    index = Index.open(db, encoder=tiny_encoder)
+    report = index.add(source, IndexOptions(workers=0), engine="ray")
+    assert report.ok and sum(report.indexed.values()) + sum(report.unchanged.values()) == 5
+    assert 0 < sum(report.indexed.values()) < 5
+    _assert_once(store, f"s3://{BUCKET}/corpus", corpus)
+    caption = {r["path"]: r["caption"] for r in _table(store, "audio").values()}
+    assert "a caption from a sidecar" in caption.values()
 
-def test_bucket_in_and_database_in_bucket(cluster, corpus, tiny_encoder):
-    upload(BUCKET, {f"corpus/{p.name}": p for p in corpus.iterdir()})
-    db = f"s3://{BUCKET}/index.lancedb"
-    report = Index.open(db, encoder=tiny_encoder).add(f"s3://{BUCKET}/corpus", IndexOptions(workers=0), engine="ray")
-    assert report.indexed == {"audio": 2, "image": 2, "text": 1}
-    assert [p for p, _ in report.failed] == [f"s3://{BUCKET}/corpus/broken.wav"]
-    store = Store.open(db)
-    rows = store.snapshot("audio").to_lance().to_table(columns=["path", "caption"]).to_pylist()
-    assert all(r["path"].startswith(f"s3://{BUCKET}/corpus/") for r in rows) and len(rows) == 2
-    assert "a caption from a sidecar" in {r["caption"] for r in rows}
-    assert store.info()["tables"]["image"]["rows"] == 2
+    versions = {m: store.version(m) for m in ("audio", "image", "text")}
+    again = index.add(source, IndexOptions(workers=0), engine="ray")
+    assert again.ok and again.indexed == {"audio": 0, "image": 0, "text": 0}
+    assert again.unchanged == {"audio": 2, "image": 2, "text": 1}
+    assert {m: store.version(m) for m in versions} == versions  # not one commit
+    _assert_once(store, f"s3://{BUCKET}/corpus", corpus)
 
 
 def test_unknown_engine_is_one_line(tmp_path, corpus):
