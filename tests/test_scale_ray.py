@@ -165,3 +165,11 @@ def test_unknown_engine_is_one_line(tmp_path, corpus):
     _register()
     run = CliRunner().invoke(app, ["index", str(corpus), "--db", str(tmp_path / "db"), "--engine", "spark"])
     assert run.exit_code == 2 and "--engine must be local or ray" in run.output
+
+
+def test_missing_ray_is_one_line_naming_the_extra(monkeypatch):
+    from audioclip_search.indexer.distributed.engine import RayEngineError, require_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without the extra looks like
+    with pytest.raises(RayEngineError, match=r'pip install "audioclip-search\[ray\]"'):
+        require_ray()
