@@ -217,7 +217,8 @@ class RayIndexRunner(IndexRunner):
         from .stages import EncodeStage, decode_batch
 
         ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
+        ctx.enable_progress_bars = False  # the CLI draws its own, per modality
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # not an INFO line per dataset on the terminal
         files = file_table(todo)
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
         runtime_env = {"env_vars": env} if env else None
