@@ -10,13 +10,14 @@ The model loads on first use, so opening an index to read `info()` is instant.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from .encoder import Encoder
 from .fsio import input_path
-from .indexer.pipeline import IndexOptions, IndexReport, IndexRunner, ProgressHook
+from .indexer.pipeline import IndexOptions, IndexReport, ProgressHook, make_runner
 from .search import Hit, QueryEmbedder, SearchEngine
 
 DEFAULT_MODEL = "audioclip-full"
@@ -101,9 +102,15 @@ class Index:
         return self._engine
 
     def add(self, paths: str | Path | Sequence[str | Path], options: IndexOptions | None = None,
-            progress: ProgressHook | None = None) -> IndexReport:
-        """Index new and changed files under `paths` (files or folders, recursively)."""
-        runner = IndexRunner(self.store, self.encoder, options, progress)
+            progress: ProgressHook | None = None, *, engine: str | None = None) -> IndexReport:
+        """Index new and changed files under `paths` (files or folders, recursively).
+
+        ``engine="ray"`` runs decoding and encoding on a Ray cluster (``options.ray_address``,
+        ``options.encoders``); ``None`` keeps ``options.engine`` ("local" by default).
+        """
+        if engine is not None:
+            options = dataclasses.replace(options or IndexOptions(), engine=engine)
+        runner = make_runner(self.store, self.encoder, options, progress)
         return runner.run([input_path(p) for p in _as_list(paths)])
 
     def search(self, text: str | Sequence[str] | None = None, audio: str | Path | Sequence | None = None,

@@ -63,14 +63,28 @@ def index_command(
                                      help="Commit at least every N files (also every 30 s)."),
     wait: bool = typer.Option(False, "--wait", help="If another process is writing to the database, wait for "
                                                     "it to finish instead of stopping."),
+    engine: str = typer.Option("local", "--engine", help="local: this process; ray: decode and encode on a Ray "
+                               "cluster (pip install \"audioclip-search[ray]\"), commits stay here."),
+    ray_address: str = typer.Option(None, "--ray-address", show_default="$RAY_ADDRESS, else a local Ray",
+                                    help="--engine ray: the cluster to run on (ray://host:10001 or host:6379)."),
+    encoders: int = typer.Option(1, "--encoders", min=1, help="--engine ray: encoder actors (one model each)."),
+    gpus_per_encoder: float = typer.Option(None, "--gpus-per-encoder", min=0.0,
+                                           show_default="1 when the cluster has GPUs, else 0",
+                                           help="--engine ray: GPUs per encoder actor (0.5: two actors share one)."),
 ) -> None:
     """Index sounds, pictures and texts; re-running encodes only new or changed files."""
     from ..fsio import is_object_uri
-    from ..indexer.pipeline import IndexOptions
+    from ..indexer.pipeline import ENGINES, IndexOptions
     from ..indexer.windows import WindowSpec
     from ..store.lock import DatabaseBusyError
     from ..store.storage import StorageError
 
+    if engine not in ENGINES:
+        raise fail(f"--engine must be {' or '.join(ENGINES)}, not {engine!r}", code=2)
+    if engine == "ray":
+        from ..indexer.distributed.engine import require_ray
+
+        require_ray()  # before the model loads: a missing extra is one line, at once
     missing = [p for p in paths if not is_object_uri(p) and not os.path.lexists(os.path.expanduser(p))]
     if missing and len(missing) == len(paths):
         raise fail(f"no such file or folder: {', '.join(map(display_path, missing))}", code=2)
@@ -78,7 +92,8 @@ def index_command(
         model = str(Path(model).expanduser().resolve())
     options = IndexOptions(captions=captions, prune=prune, workers=workers, batch_size=batch_size,
                            window=WindowSpec(hop_seconds=hop), build_vector_index=vector_index,
-                           commit_files=commit_every, wait_for_lock=wait)
+                           commit_files=commit_every, wait_for_lock=wait, engine=engine, ray_address=ray_address,
+                           encoders=encoders, gpus_per_encoder=gpus_per_encoder)
     try:
         _run(paths, db, model, arch, device, precision, table_set, options, log, as_json)
     except (StorageError, DatabaseBusyError) as exc:

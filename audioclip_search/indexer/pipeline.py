@@ -48,6 +48,13 @@ class IndexOptions:
     commit_seconds: float = 30.0  # ... or this often (seconds), whichever comes first
     build_vector_index: bool = True
     wait_for_lock: bool | float = False  # another writer holds the database: wait (True / seconds)?
+    engine: str = "local"  # "local": this process (+ decoding workers); "ray": a Ray cluster (indexer/distributed)
+    ray_address: str | None = None  # engine="ray": the cluster; None = $RAY_ADDRESS, else a local one
+    encoders: int = 1  # engine="ray": encoder actors (one model each)
+    gpus_per_encoder: float | None = None  # engine="ray": None = 1 when the cluster has GPUs, else 0
+
+
+ENGINES = ("local", "ray")
 
 
 @dataclass
@@ -98,6 +105,19 @@ def auto_workers(device_type: str) -> int:
     if device_type == "cpu":
         return 0
     return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def encode_pieces(encoder: Encoder, modality: str, pieces: list[DecodedFile]) -> tuple[np.ndarray, list[int]]:
+    """Embed decoded pieces: ``(vectors, counts)``, a piece's ``counts[i]`` rows in order (audio:
+    one per window; image and text: one). Shared by both engines (Ray's encoder actors call it)."""
+    if modality == "audio":
+        vectors = encoder.encode_audio([w for p in pieces for w in p.windows])
+        return vectors, [len(p.windows) for p in pieces]
+    if modality == "image":
+        import torch
+
+        return encoder.encode_images(torch.stack([p.pixels for p in pieces])), [1] * len(pieces)
+    return encoder.encode_texts([p.text for p in pieces]), [1] * len(pieces)
 
 
 def refresh_vector_index(store, modality: str) -> None:  # noqa: ANN001 - store.Store
@@ -171,9 +191,7 @@ class IndexRunner:
         with storage_errors(self.store.uri), writer_lock(self.store.uri, wait=self.options.wait_for_lock):
             self._bind()
             todo = self.plan(paths)
-            for modality in MODALITIES:
-                if todo[modality]:
-                    self._index_modality(modality, todo[modality])
+            self._index_all(todo)
             self._commit(force=True)
             if self.options.build_vector_index:
                 from .heal import refresh_vector_indexes
@@ -193,6 +211,12 @@ class IndexRunner:
 
     def _batch_limit(self, modality: str) -> int:
         return self.options.batch_size or self.encoder.micro_batch[modality] * 4
+
+    def _index_all(self, todo: dict[str, list[SourceFile]]) -> None:
+        """Decode, encode and stage the planned files, one modality after the other."""
+        for modality in MODALITIES:
+            if todo[modality]:
+                self._index_modality(modality, todo[modality])
 
     def _index_modality(self, modality: str, files: list[SourceFile]) -> None:
         buffered: list[DecodedFile] = []
@@ -216,13 +240,7 @@ class IndexRunner:
             if decoded.error is not None:
                 # A long file can fail part-way: what was kept of its earlier pieces goes too.
                 buffered = [b for b in buffered if b.source.path != decoded.source.path]
-                self._partial.pop(str(decoded.source.path), None)
-                reason = decoded.error
-                if decoded.source.stored:  # it was indexed before: its old rows no longer hold
-                    self._pending_deletes[modality].append(stored_path(decoded.source.path))
-                    self.report.removed[modality] += 1
-                    reason += " (its earlier rows were removed)"
-                self.report.failed.append((display_path(decoded.source.path), reason))
+                self._failed(modality, decoded)
             elif decoded.same_content:
                 self.report.unchanged[modality] += 1
                 touched.append(decoded.source)
@@ -235,6 +253,21 @@ class IndexRunner:
             self.progress(modality, done, total)
         if buffered:
             self._encode_and_stage(modality, buffered)
+        self._finish_modality(modality, touched)
+
+    def _failed(self, modality: str, decoded: DecodedFile) -> None:
+        """Report a file that failed to decode; drop what was kept of its earlier pieces, and its
+        stored rows when it was indexed before (they no longer describe the file)."""
+        self._partial.pop(str(decoded.source.path), None)
+        reason = decoded.error or "failed"
+        if decoded.source.stored:
+            self._pending_deletes[modality].append(stored_path(decoded.source.path))
+            self.report.removed[modality] += 1
+            reason += " (its earlier rows were removed)"
+        self.report.failed.append((display_path(decoded.source.path), reason))
+
+    def _finish_modality(self, modality: str, touched: list[SourceFile]) -> None:
+        """After a modality's last file: commit its removals, then refresh the touched files' metadata."""
         self._commit(force=bool(self._pending_deletes[modality]))
         if touched:
             self._refresh_file_meta(modality, touched)
@@ -262,17 +295,13 @@ class IndexRunner:
     def _encode_and_stage(self, modality: str, pieces: list[DecodedFile]) -> None:
         """Encode decoded items; a file's rows are staged once its last piece is encoded."""
         with _Timer(self.report, "encode"):
-            if modality == "audio":
-                vectors = self.encoder.encode_audio([w for p in pieces for w in p.windows])
-                counts = [len(p.windows) for p in pieces]
-            elif modality == "image":
-                import torch
+            vectors, counts = encode_pieces(self.encoder, modality, pieces)
+        self._stage(modality, pieces, vectors, counts)
 
-                vectors = self.encoder.encode_images(torch.stack([p.pixels for p in pieces]))
-                counts = [1] * len(pieces)
-            else:
-                vectors = self.encoder.encode_texts([p.text for p in pieces])
-                counts = [1] * len(pieces)
+    def _stage(self, modality: str, pieces: list[DecodedFile], vectors: np.ndarray, counts: list[int]) -> None:
+        """Keep each piece's ``counts[i]`` vectors (rows of ``vectors``, in order) with its file; a
+        file's rows are staged for the next commit once its last piece is here (pieces of one file
+        arrive in order)."""
         files, file_vectors, file_counts, spans = [], [], [], []
         cursor = 0
         for piece, n in zip(pieces, counts, strict=True):
@@ -341,3 +370,17 @@ class IndexRunner:
         self._pending_files = 0
         self._last_commit = time.monotonic()
         crash_point("index.commit")
+
+
+def make_runner(store, encoder: Encoder, options: IndexOptions | None = None,  # noqa: ANN001 - store.Store
+                progress: ProgressHook | None = None) -> IndexRunner:
+    """The runner of ``options.engine``: :class:`IndexRunner` in this process, or the Ray engine
+    (:mod:`.distributed`, imported only when asked for)."""
+    options = options or IndexOptions()
+    if options.engine not in ENGINES:
+        raise ValueError(f"unknown indexing engine {options.engine!r} (use {' or '.join(ENGINES)})")
+    if options.engine == "ray":
+        from .distributed.engine import RayIndexRunner
+
+        return RayIndexRunner(store, encoder, options, progress)
+    return IndexRunner(store, encoder, options, progress)
