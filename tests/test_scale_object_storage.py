@@ -112,6 +112,39 @@ def test_index_bucket_equals_local(s3, tmp_path, tiny_encoder):
     upload(BUCKET, {"corpus/notes/readme.txt": b"a text document stored in a bucket"})
 
 
+def test_captions_manifest_in_a_bucket_and_a_local_one_naming_objects(s3, tmp_path, tiny_encoder):
+    _, files, first = s3
+    sounds = sorted(k for k in files if k.startswith("corpus/sounds/"))
+    second, third = sounds[1], sounds[2]
+    # in the bucket, beside the sounds: one path relative to the manifest's prefix, one full URI
+    upload(BUCKET, {"corpus/captions.jsonl": (
+        f'{{"path": "sounds/{Path(second).name}", "caption": "rain on a tin roof", "labels": ["rain"]}}\n'
+        f'{{"path": "s3://{BUCKET}/{first}", "labels": "dog;bark"}}\n').encode()})
+    index = Index.open(tmp_path / "db", encoder=tiny_encoder)
+    report = index.add(f"s3://{BUCKET}/corpus/sounds",
+                       IndexOptions(workers=0, captions=f"s3://{BUCKET}/corpus/captions.jsonl"))
+    assert report.indexed["audio"] == 3
+    rows = {r["path"]: r for r in index.store.rows_by_ids("audio", list(index.store.ids("audio")))}
+    got = rows[f"s3://{BUCKET}/{second}"]
+    assert (got["caption"], list(got["labels"]), got["caption_source"]) == ("rain on a tin roof", ["rain"], "manifest")
+    got = rows[f"s3://{BUCKET}/{first}"]  # the manifest gives labels only: the sidecar caption stays
+    assert (got["caption"], list(got["labels"]), got["caption_source"]) == (
+        "a caption from a sidecar object", ["dog", "bark"], "sidecar")
+    assert rows[f"s3://{BUCKET}/{third}"]["caption"] is None
+
+    # a local manifest naming objects by URI; an edited caption is picked up without re-encoding
+    local = tmp_path / "captions.csv"
+    local.write_text(f"path,caption\ns3://{BUCKET}/{third},a glass breaking\n")
+    again = index.add(f"s3://{BUCKET}/corpus/sounds", IndexOptions(workers=0, captions=local))
+    assert sum(again.indexed.values()) == 0
+    rows = {r["path"]: r for r in index.store.rows_by_ids("audio", list(index.store.ids("audio")))}
+    assert rows[f"s3://{BUCKET}/{third}"]["caption"] == "a glass breaking"
+
+    with pytest.raises(FileNotFoundError, match="captions manifest not found"):
+        index.add(f"s3://{BUCKET}/corpus/sounds",
+                  IndexOptions(workers=0, captions=f"s3://{BUCKET}/corpus/missing.csv"))
+
+
 def test_media_served_from_bucket(s3, tmp_path, tiny_encoder):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient

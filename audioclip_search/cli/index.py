@@ -51,7 +51,8 @@ def index_command(
                                    help="Items per model call (default: sized to the device)."),
     workers: int = typer.Option(None, "--workers", min=0, show_default="auto: 0 on CPU, up to 8 on GPU",
                                 help="Decoding worker processes (0: decode in the main process)."),
-    captions: Path = typer.Option(None, "--captions", help="CSV or JSONL manifest: path + caption and/or labels."),
+    captions: str = typer.Option(None, "--captions", help="CSV or JSONL manifest: path + caption and/or labels "
+                                 "(a local file or an object URI such as s3://bucket/captions.csv)."),
     prune: bool = typer.Option(False, "--prune", help="Drop rows of files under PATHS that disappeared."),
     hop: float = typer.Option(2.5, "--hop", min=0.1,
                               help="Hop between 5 s audio windows, seconds (2.5 = 50 % overlap)."),

@@ -88,13 +88,21 @@ def _loads(text: str, invalid: str, with_line: bool = False) -> Any:
 
 def read_records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
     """(columns, [(line number, record)]) from a CSV/TSV, JSONL or JSON-list manifest."""
-    suffix = path.suffix.lower()
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
+        raw = path.read_bytes()
     except OSError as exc:
         raise DatasetError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    return parse_records(raw, path.suffix, path)
+
+
+def parse_records(raw: bytes, suffix: str, path: object) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    """:func:`read_records` on bytes already read (an object in a bucket, say); ``path`` names the
+    source in messages."""
+    suffix = suffix.lower()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
     head = text.lstrip()[:1]
     if suffix in (".jsonl", ".ndjson") or (suffix not in (".csv", ".tsv", ".json") and head == "{"):
         records = []

@@ -3,7 +3,15 @@ sidecars beside ``NAME.ext``) applied to a listing from ``pyarrow.fs``."""
 
 from __future__ import annotations
 
-from ..indexer.discover import MAX_TEXT_BYTES, Discovery, SourceFile, modality_of
+from ..indexer.discover import (
+    MAX_TEXT_BYTES,
+    CaptionEntries,
+    Discovery,
+    SourceFile,
+    manifest_key,
+    modality_of,
+    with_captions,
+)
 from .paths import ObjectPath
 from .storage import ObjectInfo, list_files, read_bytes
 
@@ -12,8 +20,9 @@ def _reason(exc: OSError) -> str:
     return (exc.strerror or str(exc)).splitlines()[0]
 
 
-def discover_objects(roots: list[ObjectPath], into: Discovery) -> Discovery:
-    """Add the indexable objects under ``roots`` to ``into`` (a local discovery) and return it.
+def discover_objects(roots: list[ObjectPath], into: Discovery, manifest: CaptionEntries | None = None) -> Discovery:
+    """Add the indexable objects under ``roots`` to ``into`` (a local discovery) and return it,
+    captions from sidecars and from ``manifest`` (entries keyed by object URI) attached.
 
     An object reached from two roots is listed once; an unreadable root is reported in
     ``skipped`` and the others go on.
@@ -39,7 +48,9 @@ def discover_objects(roots: list[ObjectPath], into: Discovery) -> Discovery:
         stem = info.path.with_suffix("").uri
         if kind is None or (kind == "text" and stem in media_stems):
             continue
-        into.files[kind].append(SourceFile(info.path, kind, info.size, info.mtime, sidecars.get(stem)))  # type: ignore[arg-type]
+        caption, labels, source = with_captions(sidecars.get(stem), (manifest or {}).get(manifest_key(info.path)))
+        into.files[kind].append(SourceFile(info.path, kind, info.size, info.mtime, caption, labels,  # type: ignore[arg-type]
+                                           caption_source=source))
     return into
 
 

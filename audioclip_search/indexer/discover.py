@@ -16,14 +16,19 @@ from __future__ import annotations
 
 import errno
 import os
+import posixpath
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..audio import AUDIO_EXTENSIONS
 from ..image import IMAGE_EXTENSIONS
 from ..store.schema import MODALITIES
 from .paths import display_path
+
+if TYPE_CHECKING:
+    from ..fsio import ObjectPath
 
 TEXT_EXTENSIONS = (".txt",)
 MAX_TEXT_BYTES = 1_000_000  # a text document larger than this is not a caption-like document
@@ -85,31 +90,71 @@ def unusable_reason(path: str | os.PathLike[str]) -> str | None:
     return f"not a regular file: {kind}"
 
 
-def read_captions_manifest(manifest: Path) -> dict[Path, tuple[str | None, list[str]]]:
-    """CSV/TSV/JSONL/JSON with `path` and `caption` and/or `labels` -> resolved path -> (caption, labels).
+#: A captions manifest's entries: a file's key (:func:`manifest_key`) -> (caption, labels).
+CaptionEntries = dict[str, tuple[str | None, list[str]]]
 
-    Relative paths are relative to the manifest's folder; labels are a JSON list or 'a;b'
-    (the dataset manifests' format, read by the same code).
+
+def manifest_key(path: Path | ObjectPath) -> str:
+    """How a discovered file is looked up in a captions manifest: its resolved local path, or its URI."""
+    return str(path)
+
+
+def read_captions_manifest(manifest: str | os.PathLike[str] | ObjectPath) -> CaptionEntries:
+    """CSV/TSV/JSONL/JSON with `path` and `caption` and/or `labels`, on disk or in a bucket.
+
+    A `path` may be absolute, an object URI (``s3://...``), or relative to the manifest's folder
+    (its prefix, for a manifest in a bucket). Labels are a JSON list or 'a;b' (the dataset
+    manifests' format, read by the same code).
     """
-    from ..datasets.manifest import read_records, split_list
+    from ..datasets.manifest import parse_records, split_list
+    from ..fsio import input_path, is_object_path, is_object_uri
 
-    if not manifest.is_file():
-        raise FileNotFoundError(f"{manifest}: captions manifest not found")
-    columns, records = read_records(manifest)
+    where = input_path(manifest)
+    columns, records = parse_records(_manifest_bytes(where), where.suffix, where)
     if "path" not in columns:
-        raise ValueError(f"{manifest}: needs a 'path' column (found: {', '.join(columns)})")
+        raise ValueError(f"{where}: needs a 'path' column (found: {', '.join(columns)})")
     if not {"caption", "labels"} & set(columns):
-        raise ValueError(f"{manifest}: needs a 'caption' or 'labels' column")
-    out: dict[Path, tuple[str | None, list[str]]] = {}
+        raise ValueError(f"{where}: needs a 'caption' or 'labels' column")
+    out: CaptionEntries = {}
     for line, row in records:
-        if not row.get("path"):
-            raise ValueError(f"{manifest}, line {line}: empty 'path'")
-        path = Path(str(row["path"]))
-        path = path if path.is_absolute() else manifest.parent / path
+        entry = str(row.get("path") or "")
+        if not entry:
+            raise ValueError(f"{where}, line {line}: empty 'path'")
+        if is_object_uri(entry) or os.path.isabs(entry):
+            target = input_path(entry)
+        elif is_object_path(where):
+            target = input_path(f"{where.parent.uri}/{posixpath.normpath(entry)}")
+        else:
+            target = input_path(where.parent / entry)
         caption = row.get("caption")
         caption = " ".join(str(caption).split()) or None if caption is not None else None
-        out[path.resolve()] = (caption, split_list(row.get("labels"), f"{manifest}, line {line}"))
+        out[manifest_key(target)] = (caption, split_list(row.get("labels"), f"{where}, line {line}"))
     return out
+
+
+def _manifest_bytes(where: Path | ObjectPath) -> bytes:
+    from ..fsio import is_object_path
+    from ..fsio.storage import read_bytes
+
+    try:
+        return read_bytes(where) if is_object_path(where) else where.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{where}: captions manifest not found") from None
+    except OSError as exc:
+        raise FileNotFoundError(f"{where}: captions manifest cannot be read ({exc.strerror or exc})") from None
+
+
+def with_captions(sidecar: str | None, entry: tuple[str | None, list[str]] | None,
+                  ) -> tuple[str | None, list[str], str | None]:
+    """(caption, labels, source) of a file: a manifest caption wins over a sidecar, labels come from
+    the manifest; source is "manifest", "sidecar" or None."""
+    caption, labels, source = sidecar, [], "sidecar" if sidecar is not None else None
+    if entry is not None:
+        m_caption, labels = entry
+        if m_caption:
+            caption, source = m_caption, "manifest"
+        source = source or "manifest"
+    return caption, labels, source
 
 
 def _walk(root: Path, skipped: list[tuple[str, str]]) -> list[Path]:
@@ -150,15 +195,23 @@ def _walk(root: Path, skipped: list[tuple[str, str]]) -> list[Path]:
     return found
 
 
-def discover(paths: list[Path], captions_manifest: Path | None = None) -> Discovery:
-    """Walk `paths` (files or folders, recursively) and return the indexable files by modality."""
+def discover(paths: list[Path | ObjectPath], captions_manifest: str | os.PathLike[str] | ObjectPath | None = None,
+             ) -> Discovery:
+    """Walk `paths` (files or folders, recursively; object-store prefixes too) and return the
+    indexable files by modality, with the captions of sidecars and of the manifest attached."""
     from ..fsio import is_object_path  # object-store prefixes (s3://, gs://, az://): see fsio
 
-    if any(is_object_path(p) for p in paths):
+    manifest = read_captions_manifest(captions_manifest) if captions_manifest else {}
+    found = _discover_local([p for p in paths if not is_object_path(p)], manifest)
+    objects = [p for p in paths if is_object_path(p)]
+    if objects:
         from ..fsio.discover import discover_objects
 
-        local = discover([p for p in paths if not is_object_path(p)], captions_manifest)
-        return discover_objects([p for p in paths if is_object_path(p)], into=local)
+        discover_objects(objects, into=found, manifest=manifest)
+    return found
+
+
+def _discover_local(paths: list[Path], manifest: CaptionEntries) -> Discovery:
     skipped: list[tuple[str, str]] = []
     candidates: list[Path] = []
     for p in paths:
@@ -170,7 +223,6 @@ def discover(paths: list[Path], captions_manifest: Path | None = None) -> Discov
             candidates.extend(_walk(p, skipped))
         else:
             skipped.append((display_path(p), reason))
-    manifest = read_captions_manifest(captions_manifest) if captions_manifest else {}
     resolved = {}
     for path in candidates:
         real = Path(os.path.realpath(path))  # never raises, even on a loop
@@ -195,14 +247,8 @@ def discover(paths: list[Path], captions_manifest: Path | None = None) -> Discov
         except OSError as exc:
             skipped.append((display_path(real), f"cannot stat ({exc.strerror})"))
             continue
-        caption, labels = sidecars.get(real.with_suffix("")) or None, []
-        source = "sidecar" if caption is not None else None
-        if real in manifest:
-            m_caption, m_labels = manifest[real]
-            if m_caption:
-                caption, source = m_caption, "manifest"
-            labels = m_labels
-            source = source or "manifest"
+        caption, labels, source = with_captions(sidecars.get(real.with_suffix("")) or None,
+                                                manifest.get(manifest_key(real)))
         files[kind].append(SourceFile(real, kind, st.st_size, st.st_mtime, caption, labels, caption_source=source))
     return Discovery(files, skipped)
 

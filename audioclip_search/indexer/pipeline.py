@@ -38,7 +38,7 @@ from .windows import WindowSpec
 
 @dataclass
 class IndexOptions:
-    captions: Path | None = None
+    captions: str | os.PathLike[str] | None = None  # a captions manifest: local path or object URI
     prune: bool = False
     workers: int | None = None  # decoding processes; None = auto (see auto_workers)
     batch_size: int | None = None  # items per encoder call; None = the encoder's micro-batch x 4
