@@ -29,6 +29,7 @@ from ..index import Index
 from ..search import Hits
 from ..store import MODALITIES, gpu_available
 from ..store.filters import Filter
+from ..store.snapshot import Pins
 from .errors import ApiError
 from .media import ThumbnailCache
 from .settings import ServerSettings
@@ -148,19 +149,23 @@ class SearchService:
         with self.model_lock:
             return self.encoder.encode_images([picture])[0]
 
-    def item_vector(self, modality: str, item_id: str) -> np.ndarray:
+    def pins(self) -> Pins:
+        """One request's table snapshots (each table's version read once, at first use)."""
+        return self.engine.pins()
+
+    def item_vector(self, modality: str, item_id: str, pins: Pins | None = None) -> np.ndarray:
         try:
-            return self.engine.item_vector(modality, item_id)
+            return self.engine.item_vector(modality, item_id, pins)
         except KeyError:
             raise ApiError(404, f"no {modality} item with id {item_id!r}") from None
 
     # ---------------------------------------------------------------- ranking and rows
     def search(self, vectors: Sequence[np.ndarray], target: str | list[str], k: int,
-               where: str | Filter | None, *, per_window: bool = False) -> Hits:
+               where: str | Filter | None, *, per_window: bool = False, pins: Pins | None = None) -> Hits:
         vector = self.embedder.combine(vectors=list(vectors))
         try:
             with self.search_lock:
-                return self.engine.search_vector(vector, target, k, where, per_window=per_window)
+                return self.engine.search_vector(vector, target, k, where, per_window=per_window, pins=pins)
         except ValueError as exc:
             prefix = "invalid filter: " if where else ""
             raise ApiError(400, prefix + " ".join(str(exc).split())[:400]) from None
