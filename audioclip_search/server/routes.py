@@ -184,6 +184,17 @@ def text_part(service: SearchService, q: str | None, vectors: list, query: dict)
         query["text"] = q
 
 
+def stored_and_text_parts(service: SearchService, item_id: str | None, item_modality: str | None,
+                          q: str | None) -> tuple[list, dict, Pins]:
+    """A query's stored-item and text parts: ``(vectors, query echo, the request's snapshots)``."""
+    vectors: list = []
+    query: dict = {}
+    pins = service.pins()
+    item_part(service, item_id, item_modality, vectors, query, pins)
+    text_part(service, q, vectors, query)
+    return vectors, query, pins
+
+
 # ---------------------------------------------------------------------------------- routes
 @api.get("/health", summary="Liveness: the model is loaded and the store is open")
 def health() -> dict:
@@ -229,11 +240,7 @@ def search_get(
 ) -> Response:
     t0 = time.perf_counter()
     options = plan(settings, target, k, where, label, per_window)
-    vectors: list = []
-    query: dict = {}
-    pins = service.pins()
-    item_part(service, item_id, item_modality, vectors, query, pins)
-    text_part(service, q, vectors, query)
+    vectors, query, pins = stored_and_text_parts(service, item_id, item_modality, q)
     return run_search(service, vectors, query, options, t0, pins)
 
 
@@ -261,11 +268,7 @@ def search_post(
                if f is not None and (f.filename or f.size)]
     checked = [(kind, f, check_upload(kind, f.filename, f.content_type)) for kind, f in uploads]
     options = plan(settings, target, k, where, label, per_window)
-    vectors: list = []
-    query: dict = {}
-    pins = service.pins()
-    item_part(service, item_id, item_modality, vectors, query, pins)
-    text_part(service, q, vectors, query)
+    vectors, query, pins = stored_and_text_parts(service, item_id, item_modality, q)
     with temp_files() as paths:
         for kind, upload, suffix in checked:
             path = save_upload(upload.file, suffix, settings.max_upload_bytes)
