@@ -635,3 +635,11 @@ def test_results_per_file_and_per_window(client):
                                                 "per_window": "true"}).json()
     assert windows["query"]["per_window"] is True
     assert len(windows["results"]) == sum(1 + len(h["windows"]) for h in files) > len(files)
+
+
+def test_search_responses_encode_non_finite_numbers_as_null():
+    from audioclip_search.server.routes import ApiJSONResponse
+
+    body = json.loads(ApiJSONResponse({"score": 0.5, "hits": [{"start": float("nan"), "end": float("inf")}],
+                                       "pair": (1.0, float("-inf"))}).body)
+    assert body == {"score": 0.5, "hits": [{"start": None, "end": None}], "pair": [1.0, None]}

@@ -3,8 +3,10 @@
 A query pins a :class:`TableSnapshot` once (``store.snapshot("audio")``) and passes it down: the
 ranking (FAISS, exact or LanceDB's own ANN) and the rows shown come from the same version, even
 while an indexer commits. A snapshot never moves; the store hands out the cached snapshot of the
-latest version while the table does not change, so a warm query costs one LanceDB call to learn
-the latest version and one ``take`` for the rows it shows.
+latest version while the table does not change, so a warm query costs one call to learn the
+latest version and one ``take`` for the rows it shows (none for a small table, see below). A
+request that reads a stored vector and then searches (find similar) pins each table once through
+:class:`Pins`.
 
 Rows are fetched by LanceDB row id (``take_row_ids``) when the ranking knows them (exact search
 reads ``_rowid`` with the vectors; FAISS indexes store each row's row id at build time). Row ids
