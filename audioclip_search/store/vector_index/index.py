@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: Row ids as given to :meth:`VectorIndex.labels_for` and the ``allowed_ids`` of searches.
+IdsLike = Iterable[str] | np.ndarray | pa.Array | pa.ChunkedArray
 
 
 def encode_ids(ids: Iterable[str] | pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -196,7 +198,7 @@ class VectorIndex:
             trained=trained,
         )
 
-    def labels_for(self, ids: Iterable[str] | np.ndarray | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    def labels_for(self, ids: IdsLike) -> tuple[np.ndarray, np.ndarray]:
         """``(labels, found)`` for string ids: label positions and a mask of ids in the index."""
         if isinstance(ids, pa.Array | pa.ChunkedArray):
             arr = encode_ids(ids)
@@ -238,7 +240,7 @@ class VectorIndex:
         self,
         queries: np.ndarray,
         k: int = 10,
-        allowed_ids: Iterable[str] | np.ndarray | pa.Array | pa.ChunkedArray | None = None,
+        allowed_ids: IdsLike | None = None,
         *,
         nprobe: int | None = None,
         ef: int | None = None,
@@ -256,7 +258,7 @@ class VectorIndex:
         self,
         queries: np.ndarray,
         k: int = 10,
-        allowed_ids: Iterable[str] | np.ndarray | pa.Array | pa.ChunkedArray | None = None,
+        allowed_ids: IdsLike | None = None,
         *,
         nprobe: int | None = None,
         ef: int | None = None,
