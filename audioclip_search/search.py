@@ -10,7 +10,7 @@ so results from several target modalities merge into one ranking.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from .image import load_image
 from .indexer.discover import MODALITIES
 from .indexer.windows import WindowSpec, split_windows
 from .store.filters import Filter, FilterError, parse_filter
+from .store.snapshot import Pins
 
 
 @dataclass
@@ -54,7 +55,13 @@ class Hit:
     duration: float | None = None
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The fields as plain JSON-able values (same as ``dataclasses.asdict``, without its deep
+        copies: a server builds one per result)."""
+        out = dict(self.__dict__)
+        out["labels"] = list(self.labels)
+        out["paths"] = list(self.paths)
+        out["windows"] = [dict(w.__dict__) for w in self.windows]
+        return out
 
 
 class Hits(list):
@@ -142,8 +149,14 @@ class SearchEngine:
         self.embedder = embedder
         self.searcher = Searcher(store, device=device, backend=backend)
 
+    def pins(self) -> Pins:
+        """Snapshots for one request (see :class:`Pins`): pass them to :meth:`item_vector` and
+        :meth:`search_vector` so both read each table's version once and see the same one."""
+        return Pins(self.store)
+
     def search_vector(self, vector: np.ndarray, target: str | Sequence[str] = "all", k: int = 10,
-                      where: str | Filter | None = None, *, per_window: bool = False) -> Hits:
+                      where: str | Filter | None = None, *, per_window: bool = False,
+                      pins: Pins | None = None) -> Hits:
         """Rank the target tables' rows against ``vector``: ``k`` files, or ``k`` windows/rows with
         ``per_window=True``.
 
@@ -157,7 +170,8 @@ class SearchEngine:
 
         ``where`` (see :mod:`.store.filters`) applies to the target tables having its columns; the
         others are skipped and named in the result's ``skipped``. A filter no target table can take
-        raises :class:`FilterError` naming the columns that exist.
+        raises :class:`FilterError` naming the columns that exist. ``pins``: the request's
+        snapshots (:meth:`pins`), else each target table is pinned here.
         """
         if k < 1:
             raise ValueError("k must be >= 1")
@@ -167,10 +181,11 @@ class SearchEngine:
             raise ValueError(f"unknown target {sorted(unknown)}: use audio, image, text or all")
         query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
         flt = parse_filter(where) if isinstance(where, str) and where.strip() else (where or None)
+        pins = self.pins() if pins is None else pins
         snaps = {}
         skipped: dict[str, list[str]] = {}
         for modality in targets:
-            snap = self.store.snapshot(modality)
+            snap = pins[modality]
             if snap is None or not snap.count():
                 continue
             missing = flt.missing(snap.columns) if flt is not None else []
@@ -179,7 +194,7 @@ class SearchEngine:
             else:
                 snaps[modality] = snap
         if flt is not None and skipped and not snaps:
-            have = sorted({c for m in skipped for c in self.store.snapshot(m).columns} - {"embedding"})
+            have = sorted({c for m in skipped for c in pins[m].columns} - {"embedding"})
             raise FilterError(f"no {'/'.join(skipped)} table has the column(s) {', '.join(sorted(flt.columns))} "
                               f"of the filter {flt.text!r}; columns: {', '.join(have)}")
         sql = flt.sql if flt is not None else None
@@ -224,7 +239,8 @@ class SearchEngine:
             if not picked:
                 continue
             snap = snaps[modality]
-            cols = [c for c in SHOWN_COLUMNS if c in snap.columns]
+            have = set(snap.columns)
+            cols = [c for c in SHOWN_COLUMNS if c in have]
             rows = snap.rows([c.id for c in picked], row_ids=[c.row_id for c in picked], columns=cols)
             by_id = {r["id"]: r for r in rows}
             for c in picked:
@@ -255,12 +271,15 @@ class SearchEngine:
     def similar(self, modality: str, item_id: str, target: str | Sequence[str] = "all", k: int = 10,
                 where: str | Filter | None = None, *, per_window: bool = False) -> Hits:
         """'Find similar': the stored item's own embedding is the query."""
-        return self.search_vector(self.item_vector(modality, item_id), target, k, where, per_window=per_window)
+        pins = self.pins()
+        return self.search_vector(self.item_vector(modality, item_id, pins), target, k, where,
+                                  per_window=per_window, pins=pins)
 
-    def item_vector(self, modality: str, item_id: str) -> np.ndarray:
+    def item_vector(self, modality: str, item_id: str, pins: Pins | None = None) -> np.ndarray:
         """A stored item's embedding: from the loaded FAISS index when it holds the row unchanged
-        (no LanceDB read), else from the table. Raises ``KeyError`` for an unknown id."""
-        snap = self.store.snapshot(modality)
+        (no LanceDB read), else from the table. Raises ``KeyError`` for an unknown id. ``pins``:
+        the request's snapshots (:meth:`pins`)."""
+        snap = self.store.snapshot(modality) if pins is None else pins[modality]
         if snap is None:
             raise KeyError(f"no {modality} item with id {item_id!r}")
         vector = self.searcher.stored_vector(modality, item_id, snap)

@@ -11,6 +11,13 @@ p50/p95/p99 latency and errors per level, and the server's text batching (texts 
 Then "find similar" by id (GET /api/similar/audio/{id}, no model call: snapshot, FAISS, row fetch)
 at each `--similar-concurrency` level, over random stored ids.
 
+`--baseline DIR` runs the same levels against a second server started from the source tree DIR
+(another revision, e.g. ``git worktree add /tmp/base main`` or ``git archive main | tar -x -C
+/tmp/base``) on the same index: both servers are up, and each level runs on the baseline then on
+this tree, so load drifting over the run hits both alike. The table then shows both and the ratio.
+Each level also reports the server's CPU time per request (Linux: from /proc), which depends much
+less than requests/s on what else the machine runs.
+
 `--rows N` adds N synthetic audio rows (``benchmarks/vector_search.py``'s clustered unit vectors of
 the model's dim, one file each, bound to the same model) to the index and builds its FAISS index
 (`auto`, as the indexer does), so the server searches a table of realistic size (`--rows 100000`).
@@ -136,12 +143,25 @@ def stored_ids(db: str, n: int, seed: int = 0) -> list[str]:
     return [str(x) for x in np.random.default_rng(seed).choice(ids, size=min(n, len(ids)), replace=False)]
 
 
-def start_server(db: str, model: str | None, device: str, port: int, log: Path) -> subprocess.Popen:
+def start_server(db: str, model: str | None, device: str, port: int, log: Path,
+                 source: Path | None = None) -> subprocess.Popen:
+    """``acsearch serve`` (as users run it) from this tree, or from the source tree ``source``."""
     cmd = [sys.executable, "-m", "audioclip_search.server", "--db", db, "--port", str(port), "--host", "127.0.0.1",
            "--device", device, "--log-level", "warning"]
     if model:
         cmd += ["--model", model]
-    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT)
+    tree = source or ROOT
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=tree, env=env)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` (all its threads), or ``None`` off Linux."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_healthy(base: str, proc: subprocess.Popen, timeout: float, log: Path) -> float:
@@ -243,8 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", default=str(ROOT / "benchmarks" / "results" / "serve_load_work"))
     ap.add_argument("--startup-timeout", type=float, default=300.0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve_load.json"))
+    ap.add_argument("--baseline", default=None,
+                    help="source tree of another revision to serve side by side (e.g. a worktree of main)")
     args = ap.parse_args(argv)
-    console = Console()
+    load_start = round(os.getloadavg()[0], 2)
+    console = Console(width=None if sys.stdout.isatty() else 150)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
 
@@ -262,68 +285,108 @@ def main(argv: list[str] | None = None) -> int:
                 console.print(f"adding {args.rows:,} synthetic audio rows ...")
                 corpus["synthetic"] = add_synthetic_rows(db, args.rows)
     similar_ids = stored_ids(db, 2000) if args.similar_concurrency else []
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = workdir / "server.log"
-    proc = start_server(db, model, args.device, port, log)
-    levels = []
+    trees = {"this": None}
+    if args.baseline:
+        trees = {"baseline": Path(args.baseline).resolve(), "this": None}
+    servers: dict[str, dict] = {}
+    levels: list[dict] = []
     try:
-        startup = wait_healthy(base, proc, args.startup_timeout, log)
-        info = httpx.get(f"{base}/api/info", timeout=30).json()
-        run_level(base, 1, args.warmup, 60, args.k, args.target)
-        for c in args.concurrency:
-            s0 = httpx.get(f"{base}/api/info", timeout=30).json()["stats"]
-            level = run_level(base, c, args.requests, args.seconds, args.k, args.target)
-            s1 = httpx.get(f"{base}/api/info", timeout=30).json()["stats"]
-            batches = s1["text_batches"] - s0["text_batches"]
-            level["texts_per_model_call"] = round((s1["texts_embedded"] - s0["texts_embedded"]) / batches, 2) \
-                if batches else None
-            level["query"] = "text"
-            levels.append(level)
-            console.print(f"concurrency {c}: {level['requests_per_s']} req/s, p50 {level['p50_ms']} ms")
-        run_level(base, 1, args.warmup, 60, args.k, args.target, similar_ids)
-        for c in args.similar_concurrency:
-            level = run_level(base, c, args.requests, args.seconds, args.k, args.target, similar_ids)
-            level.update(query="similar by id", texts_per_model_call=None)
-            levels.append(level)
-            console.print(f"similar, concurrency {c}: {level['requests_per_s']} req/s, p50 {level['p50_ms']} ms")
+        for name, tree in trees.items():  # one after the other: each startup time is its own
+            port = _free_port()
+            log = workdir / f"server-{name}.log"
+            proc = start_server(db, model, args.device, port, log, tree)
+            srv = servers[name] = {"base": f"http://127.0.0.1:{port}", "proc": proc, "log": log}
+            srv["startup"] = wait_healthy(srv["base"], srv["proc"], args.startup_timeout, srv["log"])
+        for srv in servers.values():
+            srv["info"] = httpx.get(f"{srv['base']}/api/info", timeout=30).json()
+            run_level(srv["base"], 1, args.warmup, 60, args.k, args.target)
+            if similar_ids:
+                run_level(srv["base"], 1, args.warmup, 60, args.k, args.target, similar_ids)
+        plan = [("text", c) for c in args.concurrency] + [("similar by id", c) for c in args.similar_concurrency]
+        for kind, c in plan:
+            for name, srv in servers.items():  # baseline first, then this tree, at every level
+                level = measure(srv, kind, c, args, similar_ids)
+                level["server"] = name
+                levels.append(level)
+                console.print(f"{name}: {kind}, concurrency {c}: {level['requests_per_s']} req/s, "
+                              f"p50 {level['p50_ms']} ms, server CPU {level['server_cpu_ms']} ms/request")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        for srv in servers.values():
+            proc = srv["proc"]
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
-    table = Table(title=f"acsearch serve: text search and find-similar (k={args.k}, target={args.target})")
-    cols = ("query", "concurrency", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "texts/model call")
-    for col in cols:
-        table.add_column(col, justify="right")
-    for lv in levels:
-        table.add_row(lv["query"], str(lv["concurrency"]), str(lv["requests"]), str(lv["errors"]),
-                      f"{lv['requests_per_s']:.1f}",
-                      f"{lv['p50_ms']:.1f}", f"{lv['p95_ms']:.1f}", f"{lv['p99_ms']:.1f}",
-                      str(lv["texts_per_model_call"] or "-"))
-    console.print(table)
+    print_table(console, levels, args, compare="baseline" in servers)
+    info = servers["this"]["info"]
     rows = info["tables"]
     meta = {
         "command": " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
         "model": info["model"]["display_name"], "model_sha256": info["model"]["sha256"][:16],
         "device": info["model"]["device"], "precision": info["model"]["precision"],
         "rows": {m: t["rows"] for m, t in rows.items()}, "corpus_build": corpus,
-        "server_startup_s": round(startup, 2), "k": args.k, "target": args.target,
+        "server_startup_s": {n: round(srv["startup"], 2) for n, srv in servers.items()},
+        "baseline": str(trees.get("baseline")) if args.baseline else None,
+        "k": args.k, "target": args.target,
         "requests_per_level": args.requests, "seconds_cap": args.seconds,
-        "cpu_count": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
+        "cpu_count": os.cpu_count(), "load_avg_1m_start": load_start, "load_avg_1m": round(os.getloadavg()[0], 2),
         "platform": platform.platform(), "python": platform.python_version(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     console.print(f"rows: {meta['rows']}  server start: {meta['server_startup_s']} s  "
-                  f"1-min load average: {meta['load_avg_1m']} on {meta['cpu_count']} CPUs")
+                  f"1-min load average: {load_start} at the start, {meta['load_avg_1m']} at the end "
+                  f"on {meta['cpu_count']} CPUs")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "results": levels}, indent=2))
     console.print(f"wrote {out}")
     return 0 if all(lv["errors"] == 0 for lv in levels) else 1
+
+
+def measure(srv: dict, kind: str, concurrency: int, args: argparse.Namespace, similar_ids: list[str]) -> dict:
+    """One level against one server, with the server's text batching and CPU time per request."""
+    base, pid = srv["base"], srv["proc"].pid
+    s0 = httpx.get(f"{base}/api/info", timeout=30).json()["stats"]
+    cpu0 = cpu_seconds(pid)
+    level = run_level(base, concurrency, args.requests, args.seconds, args.k, args.target,
+                      similar_ids if kind != "text" else None)
+    cpu1 = cpu_seconds(pid)
+    s1 = httpx.get(f"{base}/api/info", timeout=30).json()["stats"]
+    batches = s1["text_batches"] - s0["text_batches"]
+    level["texts_per_model_call"] = round((s1["texts_embedded"] - s0["texts_embedded"]) / batches, 2) \
+        if batches and kind == "text" else None
+    level["server_cpu_ms"] = round((cpu1 - cpu0) * 1000 / level["requests"], 2) \
+        if cpu0 is not None and cpu1 is not None and level["requests"] else None
+    level["query"] = kind
+    return level
+
+
+def print_table(console: Console, levels: list[dict], args: argparse.Namespace, compare: bool) -> None:
+    title = f"acsearch serve: text search and find-similar (k={args.k}, target={args.target})"
+    if compare:
+        title += f"; baseline = {args.baseline}"
+    table = Table(title=title)
+    cols = ["query", "conc.", "server", "req/s", "p50 ms", "p95 ms", "p99 ms", "CPU ms/req", "errors", "texts/call"]
+    if compare:
+        cols.append("req/s vs baseline")
+    for col in cols:
+        table.add_column(col, justify="right")
+    by_key = {(lv["query"], lv["concurrency"], lv["server"]): lv for lv in levels}
+    for lv in levels:
+        row = [lv["query"], str(lv["concurrency"]), lv["server"], f"{lv['requests_per_s']:.1f}",
+               f"{lv['p50_ms']:.1f}", f"{lv['p95_ms']:.1f}", f"{lv['p99_ms']:.1f}",
+               "-" if lv["server_cpu_ms"] is None else f"{lv['server_cpu_ms']:.2f}", str(lv["errors"]),
+               str(lv["texts_per_model_call"] or "-")]
+        if compare:
+            ref = by_key.get((lv["query"], lv["concurrency"], "baseline"))
+            ratio = lv["requests_per_s"] / ref["requests_per_s"] if ref and ref["requests_per_s"] else None
+            lv["vs_baseline"] = round(ratio, 2) if ratio and lv["server"] != "baseline" else None
+            row.append(f"{ratio:.2f}x" if ratio and lv["server"] != "baseline" else "")
+        table.add_row(*row)
+    console.print(table)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import functools
 from collections.abc import Iterator
 from pathlib import Path
 
+import lance
 import lancedb.db
 import lancedb.table
 import numpy as np
@@ -14,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from audioclip_search.search import SearchEngine
-from audioclip_search.store import Store, VectorIndex, row_id
+from audioclip_search.store import Store, VectorIndex, row_id, snapshot
 from audioclip_search.store.schema import fixed_size_list
 
 DIM = 32
@@ -24,6 +25,9 @@ TABLE_METHODS = ("search", "take_row_ids", "take_offsets", "count_rows", "checko
                  "list_indices", "to_arrow", "to_pandas", "head", "query", "list_versions", "stats")
 TABLE_PROPERTIES = ("version", "schema")
 DB_METHODS = ("open_table", "list_tables", "table_names")
+#: The Lance dataset under a table (the store asks it for the latest version: counted as "version").
+DATASET_METHODS = ("take", "_take_rows", "to_table", "to_batches", "scanner", "count_rows", "checkout_version")
+DATASET_PROPERTIES = {"latest_version": "version"}
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -52,7 +56,19 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[collections.Counter]:
     for name in DB_METHODS:
         fn = getattr(lancedb.db.LanceDBConnection, name)
         monkeypatch.setattr(lancedb.db.LanceDBConnection, name, counted(name, fn))
+    for name in DATASET_METHODS:
+        fn = getattr(lance.LanceDataset, name)
+        monkeypatch.setattr(lance.LanceDataset, name, counted(f"lance.{name}", fn))
+    for name, as_name in DATASET_PROPERTIES.items():
+        prop = getattr(lance.LanceDataset, name)
+        monkeypatch.setattr(lance.LanceDataset, name, property(counted(as_name, prop.fget)))
     yield counter
+
+
+@pytest.fixture()
+def taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables of any size take their rows (as above ``RESIDENT_ROWS``) instead of holding them."""
+    monkeypatch.setattr(snapshot, "RESIDENT_ROWS", 0)
 
 
 def fill(store: Store, modality: str, vectors: np.ndarray, tag: str = "v1") -> list[str]:
@@ -74,7 +90,7 @@ def filled(tmp_path: Path) -> tuple[Store, np.ndarray]:
     return store, vecs
 
 
-def test_warm_single_target_query_makes_at_most_two_lancedb_calls(filled, calls) -> None:  # noqa: ANN001
+def test_warm_single_target_query_makes_at_most_two_lancedb_calls(filled, calls, taken) -> None:  # noqa: ANN001
     store, vecs = filled
     engine = SearchEngine(store, embedder=None, device="cpu")  # type: ignore[arg-type]
     engine.search_vector(vecs[3], "image", 5)  # cold: opens the table, pins the version, loads FAISS
@@ -125,7 +141,7 @@ def test_rows_fall_back_to_ids_when_row_ids_moved(filled) -> None:  # noqa: ANN0
     assert all(h.path for h in hits)
 
 
-def test_find_similar_reads_the_query_vector_from_the_index(filled, calls) -> None:  # noqa: ANN001
+def test_find_similar_reads_the_query_vector_from_the_index(filled, calls, taken) -> None:  # noqa: ANN001
     store, vecs = filled
     engine = SearchEngine(store, embedder=None, device="cpu")  # type: ignore[arg-type]
     item = row_id("image", "/image/00042")
@@ -134,6 +150,29 @@ def test_find_similar_reads_the_query_vector_from_the_index(filled, calls) -> No
     calls.clear()
     hits = engine.similar("image", item, "image", 5)
     assert hits[0].id == item and hits[0].score == pytest.approx(1.0, abs=1e-5)
-    assert sum(calls.values()) <= 3 and calls["search"] == 0, dict(calls)  # versions + one take, no scan
+    # one version for the vector and the search (the same pinned snapshot) + at most one take, no scan
+    assert sum(calls.values()) <= 2 and calls["search"] == 0 and calls["version"] == 1, dict(calls)
     with pytest.raises(KeyError):
         engine.item_vector("image", "no-such-id")
+
+
+def test_a_small_table_is_read_once_per_version_then_served_from_memory(filled, calls) -> None:  # noqa: ANN001
+    store, vecs = filled
+    engine = SearchEngine(store, embedder=None, device="cpu")  # type: ignore[arg-type]
+    item = row_id("image", "/image/00042")
+    engine.similar("image", item, ["image", "text"], 5)  # cold: each table's rows read in one scan
+    calls.clear()
+    hits = engine.similar("image", item, ["image", "text"], 5)
+    assert hits[0].id == item and hits[0].caption == "v1:/image/00042"
+    assert {h.modality for h in hits} == {"image", "text"}
+    assert dict(calls) == {"version": 2}, dict(calls)  # only each table's version: no take, no scan
+    # a commit makes a new version: its rows are read again, and show the change
+    path = "/image/00042"
+    store.upsert_files("image", [{"path": path, "embedding": vecs[42], "caption": "v2",
+                                  "model": "m", "model_sha256": SHA}])
+    hits = engine.similar("image", item, "image", 5)
+    assert hits[0].id == item and hits[0].caption == "v2"
+    # rows whose row id moved (compaction) are still found, by id
+    store.optimize("image")
+    hits = engine.search_vector(vecs[21], "image", 3)
+    assert hits[0].path == "/image/00021" and hits[0].caption == "v1:/image/00021"

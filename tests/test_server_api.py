@@ -635,3 +635,36 @@ def test_results_per_file_and_per_window(client):
                                                 "per_window": "true"}).json()
     assert windows["query"]["per_window"] is True
     assert len(windows["results"]) == sum(1 + len(h["windows"]) for h in files) > len(files)
+
+
+def test_search_responses_encode_non_finite_numbers_as_null():
+    from audioclip_search.server.routes import ApiJSONResponse
+
+    body = json.loads(ApiJSONResponse({"score": 0.5, "hits": [{"start": float("nan"), "end": float("inf")}],
+                                       "pair": (1.0, float("-inf"))}).body)
+    assert body == {"score": 0.5, "hits": [{"start": None, "end": None}], "pair": [1.0, None]}
+
+
+def test_the_model_runs_on_model_threads_threads(built):
+    import torch
+
+    index, _ = built
+    seen: list[int] = []
+    for threads in (1, 2):
+        app = create_app(index, ServerSettings(warm_up=False, model_threads=threads))
+        encoder = app.state.service.encoder
+        real = encoder.encode_texts
+
+        def spy(texts, *args, real=real, **kwargs):
+            seen.append(torch.get_num_threads())
+            return real(texts, *args, **kwargs)
+
+        encoder.encode_texts = spy  # instance attribute shadows the method
+        try:
+            with TestClient(app, base_url=BASE) as c:
+                assert c.get("/api/search", params={"q": "frog", "k": 2}).status_code == 200
+        finally:
+            del encoder.encode_texts
+    assert seen == [1, 2]
+    with pytest.raises(ValueError):
+        ServerSettings(model_threads=0)

@@ -8,12 +8,13 @@ and are ``async`` so they cost no thread hop. Searches pin one snapshot per tabl
 
 from __future__ import annotations
 
+import math
 import re
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from .._version import __version__
 from ..audio import AUDIO_EXTENSIONS
@@ -22,6 +23,7 @@ from ..image import IMAGE_EXTENSIONS
 from ..search import Hit, Hits
 from ..store import MODALITIES, sql_str
 from ..store.filters import Filter, FilterError, parse_filter
+from ..store.snapshot import Pins
 from ..store.vector_index import index_manifest
 from .errors import ApiError, one_line
 from .media import content_type_for, file_response, local_file
@@ -128,27 +130,51 @@ def plan(settings: ServerSettings, target: str, k: int | None, where: str | None
                      "per_window": per_window}}
 
 
-def run_search(service: SearchService, vectors: list, query: dict, options: dict, t0: float) -> dict:
+def finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as ``None`` (JSON has no such numbers)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+class ApiJSONResponse(JSONResponse):
+    """Encoded in the route's worker thread: FastAPI passes a returned response through as it is,
+    where a returned dict costs a second thread-pool hop (validating it against the ``dict``
+    return type) and a walk of every value. Non-finite floats become ``null``, as FastAPI does."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except ValueError:  # NaN or infinity somewhere
+            return super().render(finite(content))
+
+
+def run_search(service: SearchService, vectors: list, query: dict, options: dict, t0: float,
+               pins: Pins | None = None) -> Response:
     if not vectors:
         raise ApiError(400, "give a query: text (q), an audio or image file, or an item id")
     hits = service.search(vectors, options["targets"], options["k"], options["filter"],
-                          per_window=options["per_window"])
+                          per_window=options["per_window"], pins=pins)
     query.update(options["echo"])
     out = {"query": query, "count": len(hits), "took_ms": round((time.perf_counter() - t0) * 1000, 2),
            "results": [hit_json(h, h.duration) for h in hits]}
     skipped = hits.skipped if isinstance(hits, Hits) else {}
     if skipped:  # tables the filter could not apply to (missing columns): they gave no results
         out["skipped"] = skipped
-    return out
+    return ApiJSONResponse(out)
 
 
 def item_part(service: SearchService, item_id: str | None, item_modality: str | None, vectors: list,
-              query: dict) -> None:
+              query: dict, pins: Pins) -> None:
     if item_id is None and item_modality is None:
         return
     modality = check_modality(item_modality or "")
     item_id = check_id(item_id, modality)
-    vectors.append(service.item_vector(modality, item_id))
+    vectors.append(service.item_vector(modality, item_id, pins))
     query["item"] = {"modality": modality, "id": item_id}
 
 
@@ -156,6 +182,17 @@ def text_part(service: SearchService, q: str | None, vectors: list, query: dict)
     if q is not None and q.strip():
         vectors.append(service.text_vector(q))
         query["text"] = q
+
+
+def stored_and_text_parts(service: SearchService, item_id: str | None, item_modality: str | None,
+                          q: str | None) -> tuple[list, dict, Pins]:
+    """A query's stored-item and text parts: ``(vectors, query echo, the request's snapshots)``."""
+    vectors: list = []
+    query: dict = {}
+    pins = service.pins()
+    item_part(service, item_id, item_modality, vectors, query, pins)
+    text_part(service, q, vectors, query)
+    return vectors, query, pins
 
 
 # ---------------------------------------------------------------------------------- routes
@@ -200,14 +237,11 @@ def search_get(
     where: str | None = Query(None, description="SQL filter on rows, e.g. duration > 4."),
     label: str | None = Query(None, description="Only rows with this label."),
     per_window: bool = Query(False, description=PER_WINDOW_DOC),
-) -> dict:
+) -> Response:
     t0 = time.perf_counter()
     options = plan(settings, target, k, where, label, per_window)
-    vectors: list = []
-    query: dict = {}
-    item_part(service, item_id, item_modality, vectors, query)
-    text_part(service, q, vectors, query)
-    return run_search(service, vectors, query, options, t0)
+    vectors, query, pins = stored_and_text_parts(service, item_id, item_modality, q)
+    return run_search(service, vectors, query, options, t0, pins)
 
 
 @api.post("/search", summary="Search with an uploaded sound or picture (multipart form)")
@@ -225,7 +259,7 @@ def search_post(
     where: str | None = Form(None),
     label: str | None = Form(None),
     per_window: bool = Form(False, description=PER_WINDOW_DOC),
-) -> dict:
+) -> Response:
     t0 = time.perf_counter()
     ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if ctype not in ("multipart/form-data", "application/x-www-form-urlencoded"):
@@ -234,10 +268,7 @@ def search_post(
                if f is not None and (f.filename or f.size)]
     checked = [(kind, f, check_upload(kind, f.filename, f.content_type)) for kind, f in uploads]
     options = plan(settings, target, k, where, label, per_window)
-    vectors: list = []
-    query: dict = {}
-    item_part(service, item_id, item_modality, vectors, query)
-    text_part(service, q, vectors, query)
+    vectors, query, pins = stored_and_text_parts(service, item_id, item_modality, q)
     with temp_files() as paths:
         for kind, upload, suffix in checked:
             path = save_upload(upload.file, suffix, settings.max_upload_bytes)
@@ -248,20 +279,21 @@ def search_post(
                 raise ApiError(422, f"cannot use the uploaded {kind} file {upload.filename!r}: {exc.reason}") \
                     from None
             query[kind] = upload.filename
-    return run_search(service, vectors, query, options, t0)
+    return run_search(service, vectors, query, options, t0, pins)
 
 
 @api.get("/similar/{modality}/{item_id}", summary="Find similar: an indexed item is the query")
 def similar(service: ServiceDep, settings: SettingsDep, modality: str, item_id: str,
             target: str = Query("all", description=TARGET_DOC), k: int | None = Query(None, description=K_DOC),
             where: str | None = None, label: str | None = None,
-            per_window: bool = Query(False, description=PER_WINDOW_DOC)) -> dict:
+            per_window: bool = Query(False, description=PER_WINDOW_DOC)) -> Response:
     t0 = time.perf_counter()
     modality = check_modality(modality)
     item_id = check_id(item_id, modality)
     options = plan(settings, target, k, where, label, per_window)
     query: dict = {"item": {"modality": modality, "id": item_id}}
-    return run_search(service, [service.item_vector(modality, item_id)], query, options, t0)
+    pins = service.pins()
+    return run_search(service, [service.item_vector(modality, item_id, pins)], query, options, t0, pins)
 
 
 @api.get("/items/{modality}/{item_id}", summary="One indexed item's metadata")

@@ -22,6 +22,7 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..audio import MODEL_SAMPLE_RATE, AudioLimits, load_audio
 from ..image import load_image
@@ -29,6 +30,7 @@ from ..index import Index
 from ..search import Hits
 from ..store import MODALITIES, gpu_available
 from ..store.filters import Filter
+from ..store.snapshot import Pins
 from .errors import ApiError
 from .media import ThumbnailCache
 from .settings import ServerSettings
@@ -47,13 +49,29 @@ def model_lock_for(encoder) -> threading.Lock:  # noqa: ANN001
         return lock
 
 
+class ThreadSetting:
+    """torch's intra-op threads for the threads that run the model (CPU only). Under OpenMP the
+    setting belongs to the calling thread, so each model-running thread applies it (once)."""
+
+    def __init__(self, threads: int | None, device: torch.device):
+        self.threads = threads if device.type == "cpu" else None
+        self._applied = threading.local()
+
+    def apply(self) -> None:
+        if self.threads is not None and getattr(self._applied, "n", None) != self.threads:
+            torch.set_num_threads(self.threads)
+            self._applied.n = self.threads
+
+
 class TextBatcher:
     """Embeds texts on one worker thread, batching whatever is queued at each step."""
 
-    def __init__(self, encoder, lock: threading.Lock, max_batch: int = 32):  # noqa: ANN001
+    def __init__(self, encoder, lock: threading.Lock, max_batch: int = 32,  # noqa: ANN001
+                 threads: ThreadSetting | None = None):
         self.encoder = encoder
         self.lock = lock
         self.max_batch = max(1, int(max_batch))
+        self.threads = threads
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="acsearch-text-batcher", daemon=True)
         self._thread.start()
@@ -66,6 +84,8 @@ class TextBatcher:
         return future.result(timeout=timeout)
 
     def _run(self) -> None:
+        if self.threads is not None:
+            self.threads.apply()
         while True:
             first = self._queue.get()
             if first is _STOP:
@@ -115,7 +135,8 @@ class SearchService:
         gpu_search = str(getattr(self.engine.searcher, "device", "cpu")) != "cpu" and gpu_available()
         self.search_lock: contextlib.AbstractContextManager = threading.Lock() if gpu_search \
             else contextlib.nullcontext()
-        self.texts = TextBatcher(self.encoder, self.model_lock, settings.text_batch)
+        self.threads = ThreadSetting(settings.model_threads, self.encoder.device)
+        self.texts = TextBatcher(self.encoder, self.model_lock, settings.text_batch, self.threads)
         self.audio_limits = AudioLimits(max_bytes=settings.max_upload_bytes, max_seconds=settings.max_query_seconds)
         self.thumbs = ThumbnailCache(settings.thumb_cache_items, settings.thumb_cache_bytes)
 
@@ -141,26 +162,32 @@ class SearchService:
     def audio_vector(self, path: Path) -> np.ndarray:
         waveform, _ = load_audio(path, sample_rate=MODEL_SAMPLE_RATE, mono=True, limits=self.audio_limits)
         with self.model_lock:
+            self.threads.apply()
             return self.embedder.audio_waveform(waveform)
 
     def image_vector(self, path: Path) -> np.ndarray:
         picture = load_image(path, max_pixels=self.settings.max_image_pixels)
         with self.model_lock:
+            self.threads.apply()
             return self.encoder.encode_images([picture])[0]
 
-    def item_vector(self, modality: str, item_id: str) -> np.ndarray:
+    def pins(self) -> Pins:
+        """One request's table snapshots (each table's version read once, at first use)."""
+        return self.engine.pins()
+
+    def item_vector(self, modality: str, item_id: str, pins: Pins | None = None) -> np.ndarray:
         try:
-            return self.engine.item_vector(modality, item_id)
+            return self.engine.item_vector(modality, item_id, pins)
         except KeyError:
             raise ApiError(404, f"no {modality} item with id {item_id!r}") from None
 
     # ---------------------------------------------------------------- ranking and rows
     def search(self, vectors: Sequence[np.ndarray], target: str | list[str], k: int,
-               where: str | Filter | None, *, per_window: bool = False) -> Hits:
+               where: str | Filter | None, *, per_window: bool = False, pins: Pins | None = None) -> Hits:
         vector = self.embedder.combine(vectors=list(vectors))
         try:
             with self.search_lock:
-                return self.engine.search_vector(vector, target, k, where, per_window=per_window)
+                return self.engine.search_vector(vector, target, k, where, per_window=per_window, pins=pins)
         except ValueError as exc:
             prefix = "invalid filter: " if where else ""
             raise ApiError(400, prefix + " ".join(str(exc).split())[:400]) from None

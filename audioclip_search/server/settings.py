@@ -31,6 +31,10 @@ class ServerSettings:
       (``"*"`` allows any).
     - ``allowed_hosts``: ``Host`` header values accepted; ``None`` = the loopback names when bound to
       a loopback address (protects a local server from DNS rebinding), any host otherwise.
+    - ``model_threads``: torch's intra-op threads of the threads that run the model, when it is on
+      the CPU (``None``: torch's default, every core). A query is a small batch, and a team of threads
+      waits for its slowest member: on a busy 2-core machine one thread served text queries at
+      concurrency 4 ten times faster than two (``benchmarks/serve_load.py``: 253 vs 23 req/s).
     """
 
     host: str = "127.0.0.1"
@@ -49,6 +53,7 @@ class ServerSettings:
     thumb_cache_items: int = 512
     thumb_cache_bytes: int = 64 * MB
     text_batch: int = 32
+    model_threads: int | None = 1
     warm_up: bool = True
     title: str = "AudioCLIP Search"
 
@@ -63,6 +68,8 @@ class ServerSettings:
             raise ValueError("thumb_size must be between 16 and thumb_max_size")
         if self.text_batch < 1:
             raise ValueError("text_batch must be >= 1")
+        if self.model_threads is not None and self.model_threads < 1:
+            raise ValueError("model_threads must be >= 1 (or None)")
         object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
         if self.allowed_hosts is not None:
             object.__setattr__(self, "allowed_hosts", tuple(self.allowed_hosts))

@@ -74,22 +74,8 @@ __all__ = [
     "table_name",
 ]
 
-_LAZY = {
-    name: ".vector_index"
-    for name in (
-        "SearchResult",
-        "Searcher",
-        "VectorIndex",
-        "choose_kind",
-        "exact_search",
-        "gpu_available",
-        "gpu_unavailable_reason",
-        "index_dir",
-        "index_manifest",
-        "search",
-        "set_threads",
-    )
-}
+#: The names of ``__all__`` not imported above are ``vector_index``'s (FAISS), imported on first use.
+_LAZY = {name: ".vector_index" for name in __all__ if name not in globals()}
 
 if TYPE_CHECKING:  # pragma: no cover
     from .vector_index import (

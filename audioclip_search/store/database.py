@@ -169,6 +169,7 @@ class Store:
         self.table_set = table_set
         self.read_only = read_only
         self._handles: dict[str, Any] = {}
+        self._datasets: dict[str, Any] = {}  # Lance datasets of the handles, for version checks
         self._snapshots: OrderedDict[tuple[str, int], TableSnapshot] = OrderedDict()
         self._lock = threading.RLock()
         self._model: ModelInfo | None = None
@@ -228,25 +229,31 @@ class Store:
         return _table_names(self._db)
 
     def _latest(self, modality: str) -> Any | None:
-        """Cached handle of the table (it follows the latest commit by itself), or ``None``."""
+        """Cached handle of the table (it follows the latest commit by itself), or ``None``.
+
+        A missing table of a local database costs a ``stat`` rather than a failing ``open_table``
+        (a server asked for every target pays this on each query until the table exists).
+        """
         name = self.table_name(modality)
-        with self._lock:
-            tbl = self._handles.get(name)
-            if tbl is not None:
-                return tbl
-            try:
-                tbl = self._db.open_table(name)
-            except (ValueError, FileNotFoundError):  # LanceDB: "Table 'x' was not found"
-                return None
-            self._handles[name] = tbl
+        tbl = self._handles.get(name)
+        if tbl is not None:
             return tbl
+        local = self.local_path
+        if local is not None and not (local / f"{name}.lance").is_dir():
+            return None
+        try:
+            tbl = self._db.open_table(name)
+        except (ValueError, FileNotFoundError):  # LanceDB: "Table 'x' was not found"
+            return None
+        with self._lock:
+            return self._handles.setdefault(name, tbl)
 
     def snapshot(self, modality: str, version: int | None = None) -> TableSnapshot | None:
         """``modality``'s table pinned at ``version`` (latest when ``None``); ``None`` if no table.
 
-        Snapshots are cached per version: while the table does not change, this costs one LanceDB
-        call (reading the latest version) and returns the same object, whose cached count, schema
-        and memo carry over between queries.
+        Snapshots are cached per version: while the table does not change, this costs one call
+        (reading the latest version, see :meth:`_latest_version`) and returns the same object, whose
+        cached count, schema, rows and memo carry over between queries.
         """
         check_modality(modality)
         latest = self._latest(modality)
@@ -254,14 +261,15 @@ class Store:
             return None
         name = self.table_name(modality)
         try:
-            v = int(latest.version) if version is None else int(version)
+            v = self._latest_version(name, latest) if version is None else int(version)
         except Exception:  # dropped or replaced underneath us: reopen once
             with self._lock:
                 self._handles.pop(name, None)
+                self._datasets.pop(name, None)
             latest = self._latest(modality)
             if latest is None:
                 return None
-            v = int(latest.version) if version is None else int(version)
+            v = self._latest_version(name, latest) if version is None else int(version)
         key = (name, v)
         with self._lock:
             snap = self._snapshots.get(key)
@@ -276,6 +284,16 @@ class Store:
             while len(self._snapshots) > SNAPSHOT_CACHE:
                 self._snapshots.popitem(last=False)
         return snap
+
+    def _latest_version(self, name: str, latest: Any) -> int:
+        """The table's latest committed version, asked of its Lance dataset: the same check of the
+        storage as LanceDB's ``version`` property, without the hop through LanceDB's event-loop
+        thread (0.01 ms instead of 0.2 ms of CPU, and no GIL hand-offs: under load those cost a
+        server milliseconds per query)."""
+        ds = self._datasets.get(name)
+        if ds is None:
+            ds = self._datasets.setdefault(name, latest.to_lance())
+        return int(ds.latest_version)
 
     def _writer(self, modality: str, dim: int) -> Any:
         tbl = self._latest(modality)
@@ -445,7 +463,7 @@ class Store:
     def version(self, modality: str) -> int | None:
         """Latest committed version of ``modality``'s table, or ``None`` if it does not exist."""
         tbl = self._latest(check_modality(modality))
-        return None if tbl is None else int(tbl.version)
+        return None if tbl is None else self._latest_version(self.table_name(modality), tbl)
 
     # ------------------------------------------------------------------ writing
     def upsert_files(

@@ -3,13 +3,21 @@
 A query pins a :class:`TableSnapshot` once (``store.snapshot("audio")``) and passes it down: the
 ranking (FAISS, exact or LanceDB's own ANN) and the rows shown come from the same version, even
 while an indexer commits. A snapshot never moves; the store hands out the cached snapshot of the
-latest version while the table does not change, so a warm query costs one LanceDB call to learn
-the latest version and one ``take`` for the rows it shows.
+latest version while the table does not change, so a warm query costs one call to learn the
+latest version and one ``take`` for the rows it shows (none for a small table, see below). A
+request that reads a stored vector and then searches (find similar) pins each table once through
+:class:`Pins`.
 
 Rows are fetched by LanceDB row id (``take_row_ids``) when the ranking knows them (exact search
 reads ``_rowid`` with the vectors; FAISS indexes store each row's row id at build time). Row ids
 change only when compaction rewrites a fragment, so every fetched row is checked against the id
 asked for, and the missing ones are looked up by an ``id IN (...)`` filter (one more call).
+
+A table of at most :data:`RESIDENT_ROWS` rows is read whole instead, once per version: the first
+:meth:`TableSnapshot.rows` reads the asked columns of every row in one scan and later calls pick
+rows from memory (a ``take`` costs about 3 ms of CPU for 20 rows of 8 columns at 10^5 rows, the
+scan 40 ms once; measured by ``benchmarks/serve_load.py``). Larger tables are taken row by row,
+with the last :data:`ROW_CACHE` rows kept.
 """
 
 from __future__ import annotations
@@ -17,12 +25,15 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from .schema import arrow_embeddings, embedding_dim, sql_in
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .database import Store
 
 #: Values per ``IN (...)`` list in one filter (paths, ids).
 IN_CHUNK = 1000
@@ -33,6 +44,11 @@ ROWID = "_rowid"
 #: Rows (without embeddings) a snapshot keeps once read: a version never changes, so a popular
 #: result is read from LanceDB once per table version.
 ROW_CACHE = 20_000
+#: Tables with at most this many rows are held whole in memory per version (the columns asked
+#: for, not the embeddings: about 170 bytes a row for audio, 45 MB at this size) ...
+RESIDENT_ROWS = 262_144
+#: ... unless those columns take more than this (long captions or texts): then rows are taken.
+RESIDENT_BYTES = 96 * 1024 * 1024
 
 
 def as_queries(queries: np.ndarray) -> np.ndarray:
@@ -45,6 +61,31 @@ def as_queries(queries: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(q)
 
 
+class _Resident:
+    """Columns of every row of one snapshot, found by LanceDB row id (sorted for a binary search)."""
+
+    def __init__(self, table: pa.Table):
+        row_ids = table.column(ROWID).to_numpy().astype(np.int64)  # uint64 would make searchsorted cast
+        self.order = np.argsort(row_ids, kind="stable")
+        self.row_ids = row_ids[self.order]
+        self.table = table.drop_columns([ROWID]).combine_chunks()  # a take over chunks would join them each time
+
+    def rows(self, ids: Sequence[str], row_ids: Sequence[int | None]) -> dict[str, dict[str, Any]]:
+        """``{id: row}`` for the ``(id, row id)`` pairs whose row id holds that id at this version."""
+        pairs = [(i, int(r)) for i, r in zip(ids, row_ids, strict=False)
+                 if i is not None and r is not None and int(r) >= 0]
+        if not pairs or not len(self.row_ids):
+            return {}
+        want = np.fromiter((r for _, r in pairs), np.int64, len(pairs))
+        pos = np.minimum(np.searchsorted(self.row_ids, want), len(self.row_ids) - 1)
+        hit = self.row_ids[pos] == want
+        if not hit.any():
+            return {}
+        rows = self.table.take(pa.array(self.order[pos[hit]])).to_pylist()
+        asked = [i for (i, _), h in zip(pairs, hit, strict=True) if h]
+        return {r["id"]: r for r, i in zip(rows, asked, strict=True) if r["id"] == i}
+
+
 class TableSnapshot:
     """Read-only view of one LanceDB table pinned at one version (thread-safe for reads)."""
 
@@ -53,11 +94,14 @@ class TableSnapshot:
         self.modality = modality
         self.version = int(version)
         self._schema: pa.Schema | None = None
+        self._columns: tuple[str, ...] | None = None
         self._count: int | None = None
         self._lock = threading.Lock()
         #: Per-snapshot memo for callers (e.g. a FAISS index's freshness at this version).
         self.memo: dict[Any, Any] = {}
         self._rows: OrderedDict[tuple[str, tuple[str, ...]], dict[str, Any]] = OrderedDict()
+        self._resident: dict[tuple[str, ...], _Resident | None] = {}
+        self._resident_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"TableSnapshot({self.modality!r}, version={self.version})"
@@ -71,7 +115,9 @@ class TableSnapshot:
 
     @property
     def columns(self) -> list[str]:
-        return list(self.schema.names)
+        if self._columns is None:
+            self._columns = tuple(self.schema.names)
+        return list(self._columns)
 
     @property
     def dim(self) -> int:
@@ -175,6 +221,20 @@ class TableSnapshot:
                 r["embedding"] = emb[j].copy()
         return rows
 
+    def _resident_rows(self, names: list[str]) -> _Resident | None:
+        """Every row's ``names`` columns, read in one scan at first use (``None``: table too big)."""
+        key = tuple(names)
+        if key in self._resident:
+            return self._resident[key]
+        if self.count() > RESIDENT_ROWS:
+            self._resident[key] = None
+            return None
+        with self._resident_lock:  # concurrent first queries wait for one scan
+            if key not in self._resident:
+                table = self.read(names, with_row_id=True)
+                self._resident[key] = _Resident(table) if table.nbytes <= RESIDENT_BYTES else None
+            return self._resident[key]
+
     def rows(
         self,
         ids: Iterable[str],
@@ -186,8 +246,9 @@ class TableSnapshot:
         """Rows for ``ids`` in the order given (unknown ids are skipped).
 
         ``row_ids`` (same length as ``ids``, ``None``/negative where unknown) lets LanceDB take the
-        rows by address in one call; rows whose address is unknown or no longer holds that id are
-        found by an ``id IN (...)`` filter. ``columns`` defaults to every column except
+        rows by address in one call (or picks them from memory for a small table, see the module
+        doc); rows whose address is unknown or no longer holds that id are found by an
+        ``id IN (...)`` filter. ``columns`` defaults to every column except
         ``embedding``; ``with_embedding=True`` adds it as a float32 numpy array.
         """
         ids = list(ids)
@@ -198,6 +259,12 @@ class TableSnapshot:
         key = tuple(names)
         cacheable = "embedding" not in names
         found: dict[str, dict[str, Any]] = {}
+        if row_ids is not None:
+            row_ids = list(row_ids)
+        resident = self._resident_rows(names) if cacheable and row_ids is not None else None
+        if resident is not None:
+            found.update(resident.rows(ids, row_ids))  # type: ignore[arg-type]
+            cacheable = False  # the whole table is in memory: the row cache would hold copies
         if cacheable:
             with self._lock:
                 for i in wanted:
@@ -259,3 +326,17 @@ class TableSnapshot:
             out_rows[i, :m] = res.column(ROWID).to_numpy()
             scores[i, :m] = 1.0 - res.column("_distance").to_numpy().astype(np.float32)  # dot: 1 - q.v
         return scores, out_ids, out_rows
+
+
+class Pins(dict):
+    """The snapshots one request works on, ``{modality: TableSnapshot | None}``: each table's latest
+    version is read once, at its first use, so a request that reads a stored vector and then
+    searches (find similar) pays one version lookup per table, and both see the same version."""
+
+    def __init__(self, store: Store):
+        super().__init__()
+        self.store = store
+
+    def __missing__(self, modality: str) -> TableSnapshot | None:
+        snap = self[modality] = self.store.snapshot(modality)
+        return snap

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import faiss
 import numpy as np
@@ -28,6 +28,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..database import Store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+#: Row ids as given to :meth:`VectorIndex.labels_for` and the ``allowed_ids`` of searches.
+IdsLike = Iterable[str] | np.ndarray | pa.Array | pa.ChunkedArray
 
 
 def encode_ids(ids: Iterable[str] | pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -57,6 +60,24 @@ def encode_ids(ids: Iterable[str] | pa.Array | pa.ChunkedArray) -> np.ndarray:
 def _decode(b: bytes) -> str:
     return b.decode("utf-8")
 
+
+
+class ManifestField(Generic[T]):
+    """A manifest entry read as a typed attribute of the index (``VectorIndex.size`` is ``n``)."""
+
+    def __init__(self, cast: Callable[[Any], T], key: str | None = None):
+        self.cast = cast
+        self.key = key
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.key = self.key or name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> ManifestField[T]: ...
+    @overload
+    def __get__(self, obj: VectorIndex, owner: type | None = None) -> T: ...
+    def __get__(self, obj: VectorIndex | None, owner: type | None = None) -> T | ManifestField[T]:
+        return self if obj is None else self.cast(obj.manifest[self.key])
 
 
 class VectorIndex:
@@ -92,25 +113,11 @@ class VectorIndex:
             self._to_gpu()
 
     # ---------------------------------------------------------------- properties
-    @property
-    def kind(self) -> str:
-        return str(self.manifest["kind"])
-
-    @property
-    def modality(self) -> str:
-        return str(self.manifest["modality"])
-
-    @property
-    def size(self) -> int:
-        return int(self.manifest["n"])
-
-    @property
-    def dim(self) -> int:
-        return int(self.manifest["dim"])
-
-    @property
-    def table_version(self) -> int:
-        return int(self.manifest["table_version"])
+    kind: ManifestField[str] = ManifestField(str)
+    modality: ManifestField[str] = ManifestField(str)
+    size: ManifestField[int] = ManifestField(int, "n")
+    dim: ManifestField[int] = ManifestField(int)
+    table_version: ManifestField[int] = ManifestField(int)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -191,7 +198,7 @@ class VectorIndex:
             trained=trained,
         )
 
-    def labels_for(self, ids: Iterable[str] | np.ndarray | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    def labels_for(self, ids: IdsLike) -> tuple[np.ndarray, np.ndarray]:
         """``(labels, found)`` for string ids: label positions and a mask of ids in the index."""
         if isinstance(ids, pa.Array | pa.ChunkedArray):
             arr = encode_ids(ids)
@@ -233,7 +240,7 @@ class VectorIndex:
         self,
         queries: np.ndarray,
         k: int = 10,
-        allowed_ids: Iterable[str] | np.ndarray | pa.Array | pa.ChunkedArray | None = None,
+        allowed_ids: IdsLike | None = None,
         *,
         nprobe: int | None = None,
         ef: int | None = None,
@@ -251,7 +258,7 @@ class VectorIndex:
         self,
         queries: np.ndarray,
         k: int = 10,
-        allowed_ids: Iterable[str] | np.ndarray | pa.Array | pa.ChunkedArray | None = None,
+        allowed_ids: IdsLike | None = None,
         *,
         nprobe: int | None = None,
         ef: int | None = None,

@@ -29,6 +29,7 @@ side-by-side comparison).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -260,9 +261,12 @@ class Searcher:
         self.device = device
         self.backend = backend
         self._indexes: dict[str, tuple[float, VectorIndex | None]] = {}
+        self._manifests: dict[str, Path] = {}
 
     def index(self, modality: str) -> VectorIndex | None:
-        path = manifest_path(self.store, modality)
+        path = self._manifests.get(modality)
+        if path is None:
+            path = self._manifests[modality] = manifest_path(self.store, modality)
         try:
             mtime = path.stat().st_mtime
         except FileNotFoundError:
