@@ -2,7 +2,8 @@
 the same tables as the in-process engine on real clips and pictures, a re-run that adds nothing,
 a `kill -9` of the driver at a commit, an encoder actor killed mid-run, a corrupt file reported,
 a file whose decoder kills every worker that opens it reported as the local engine reports it,
-a bucket on a real S3 server (moto, 127.0.0.1) as input and as the database.
+a bucket on a real S3 server (moto, 127.0.0.1) as input and as the database, a captions manifest,
+and `--prune` of an object deleted from the bucket.
 
 Ray starts in ~15-25 s on a 2-core machine and every run starts its actor pool, so the module
 indexes a handful of files and shares one cluster and one pair of databases between tests.
@@ -37,6 +38,7 @@ BUCKET = "acs-ray"
 COLUMNS = ("id", "path", "content_sha256", "size", "mtime", "caption", "caption_source", "labels", "model",
            "model_sha256")  # fmt: skip
 AUDIO_COLUMNS = ("window_index", "start", "end", "duration", "sample_rate", "channels")
+MANIFEST_CAPTION = "a drawing of an animal"
 CRASHER = "decoder-killer.wav"  # its decoder is SIGKILLed wherever it runs (crash point reader.decode.<name>)
 
 
@@ -118,6 +120,8 @@ def indexed(cluster, corpus, crash_dir, tmp_path_factory, tiny_encoder):
       files, so it shares its task with a good clip) and then the driver's pool."""
     root = tmp_path_factory.mktemp("ray-dbs")
     paths = [crash_dir, corpus]
+    manifest = root / "captions.csv"
+    manifest.write_text(f"path,caption,labels\n{sorted(corpus.glob('*.png'))[0]},{MANIFEST_CAPTION},animal;drawing\n")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ACSEARCH_CRASH_AT", f"ray.encode,reader.decode.{CRASHER}")  # never reached by this process
         mp.setenv("ACSEARCH_CRASH_ONCE", str(root / "crashed-once"))  # applies to ray.* points only
@@ -125,8 +129,11 @@ def indexed(cluster, corpus, crash_dir, tmp_path_factory, tiny_encoder):
         mp.setattr(engine, "DECODE_RETRIES", 1)  # a crash in both attempts, one worker restart less
         _fresh_forkserver()
         try:
-            local = Index.open(root / "local", encoder=tiny_encoder).add(paths, IndexOptions(workers=1))
-            remote = Index.open(root / "ray", encoder=tiny_encoder).add(paths, IndexOptions(workers=0), engine="ray")
+            local = Index.open(root / "local", encoder=tiny_encoder).add(paths, IndexOptions(workers=1,
+                                                                                             captions=manifest))
+            remote = Index.open(root / "ray", encoder=tiny_encoder).add(paths, IndexOptions(workers=0,
+                                                                                            captions=manifest),
+                                                                        engine="ray")  # fmt: skip
         finally:
             mp.undo()
             _fresh_forkserver()
@@ -158,6 +165,9 @@ def test_same_tables_as_the_local_engine(indexed, corpus, crash_dir):
     _assert_once(b, str(corpus), corpus)
     caption = next(r for r in _table(b, "audio").values() if r["caption"])
     assert caption["caption"] == "a caption from a sidecar" and caption["caption_source"] == "sidecar"
+    picture = {r["path"]: r for r in _table(b, "image").values()}[str(sorted(corpus.glob("*.png"))[0])]
+    assert (picture["caption"], picture["caption_source"], picture["labels"]) == (
+        MANIFEST_CAPTION, "manifest", ["animal", "drawing"])  # fmt: skip
 
 
 def test_driver_killed_at_a_commit_then_rerun_then_nothing_to_add(cluster, corpus, tiny_checkpoint, tiny_encoder):
@@ -192,6 +202,19 @@ def test_driver_killed_at_a_commit_then_rerun_then_nothing_to_add(cluster, corpu
     assert again.unchanged == {"audio": 2, "image": 2, "text": 1}
     assert {m: store.version(m) for m in versions} == versions  # not one commit
     _assert_once(store, f"s3://{BUCKET}/corpus", corpus)
+
+    # --prune: an object deleted from the bucket loses its rows and nothing else changes
+    import boto3
+
+    gone = f"s3://{BUCKET}/corpus/{sorted(corpus.glob('*.png'))[0].name}"
+    boto3.client("s3").delete_object(Bucket=BUCKET, Key=gone.removeprefix(f"s3://{BUCKET}/"))
+    before = {m: _table(store, m) for m in ("audio", "image", "text")}
+    pruned = index.add(source, IndexOptions(workers=0, prune=True), engine="ray")
+    assert pruned.ok and pruned.pruned == {"audio": 0, "image": 1, "text": 0}
+    assert pruned.indexed == {"audio": 0, "image": 0, "text": 0}
+    after = {m: _table(store, m) for m in ("audio", "image", "text")}
+    assert after["audio"] == before["audio"] and after["text"] == before["text"]
+    assert after["image"] == {k: r for k, r in before["image"].items() if r["path"] != gone} != before["image"]
 
 
 def test_unknown_engine_is_one_line(tmp_path, corpus):

@@ -244,8 +244,8 @@ class RayIndexRunner(IndexRunner):
         each decoded in a restartable worker process (module docstring, step 5)."""
         if not files:
             return
-        log.warning("%d %s file(s) came back from no Ray task (a task failed after its retries): "
-                    "indexing them on the driver", len(files), modality)  # fmt: skip
+        log.warning("%d %s file(s) lost with a Ray task that failed after its retries: indexing them on the "
+                    "driver, each decoded in a worker process", len(files), modality)  # fmt: skip
         progress = self.progress
         self.progress = lambda m, d, t: progress(m, done + d, total)
         try:
