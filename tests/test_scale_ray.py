@@ -100,12 +100,15 @@ def crash_dir(tmp_path_factory, corpus) -> Path:
     return folder
 
 
-def _fresh_forkserver() -> None:
+def _fresh_forkserver(preload: list[str]) -> None:
     """The reader's worker pools fork from multiprocessing's one forkserver, which keeps the
-    environment it was started with: stop it, so the next pool sees the current crash points."""
+    environment it was started with: stop it, so the next pool sees the current crash points.
+    ``preload``: modules the next forkserver imports once, so that each of the pools' worker
+    (re)starts is a fork instead of a fresh import of torch."""
     from multiprocessing import forkserver
 
     forkserver._forkserver._stop()  # the stdlib's own tests stop it this way
+    forkserver.set_forkserver_preload(preload)
     crashpoints.reset()
 
 
@@ -126,8 +129,8 @@ def indexed(cluster, corpus, crash_dir, tmp_path_factory, tiny_encoder):
         mp.setenv("ACSEARCH_CRASH_AT", f"ray.encode,reader.decode.{CRASHER}")  # never reached by this process
         mp.setenv("ACSEARCH_CRASH_ONCE", str(root / "crashed-once"))  # applies to ray.* points only
         mp.setattr(engine, "FILES_PER_BLOCK", 2)
-        mp.setattr(engine, "DECODE_RETRIES", 1)  # a crash in both attempts, one worker restart less
-        _fresh_forkserver()
+        mp.setattr(engine, "DECODE_RETRIES", 0)  # Ray's retry of a dead decode worker: the S3 test below
+        _fresh_forkserver(["audioclip_search.indexer.reader"])
         try:
             local = Index.open(root / "local", encoder=tiny_encoder).add(paths, IndexOptions(workers=1,
                                                                                              captions=manifest))
@@ -136,7 +139,7 @@ def indexed(cluster, corpus, crash_dir, tmp_path_factory, tiny_encoder):
                                                                         engine="ray")  # fmt: skip
         finally:
             mp.undo()
-            _fresh_forkserver()
+            _fresh_forkserver(["__main__"])  # the default
     return root, local, remote
 
 
