@@ -1,7 +1,9 @@
 """`acsearch index --engine ray` on a local Ray (2 CPUs, no dashboard, started once for the module):
 the same tables as the in-process engine on real clips and pictures, a re-run that adds nothing,
 a `kill -9` of the driver at a commit, an encoder actor killed mid-run, a corrupt file reported,
-a bucket on a real S3 server (moto, 127.0.0.1) as input and as the database.
+a file whose decoder kills every worker that opens it reported as the local engine reports it,
+a bucket on a real S3 server (moto, 127.0.0.1) as input and as the database, a captions manifest,
+and `--prune` of an object deleted from the bucket.
 
 Ray starts in ~15-25 s on a 2-core machine and every run starts its actor pool, so the module
 indexes a handful of files and shares one cluster and one pair of databases between tests.
@@ -19,8 +21,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from audioclip_search import crashpoints
 from audioclip_search.index import Index
+from audioclip_search.indexer.distributed import engine
 from audioclip_search.indexer.pipeline import IndexOptions
+from audioclip_search.indexer.reader import CRASHED
 from audioclip_search.store import Store
 
 from .conftest import SHARED_DATA
@@ -33,6 +38,8 @@ BUCKET = "acs-ray"
 COLUMNS = ("id", "path", "content_sha256", "size", "mtime", "caption", "caption_source", "labels", "model",
            "model_sha256")  # fmt: skip
 AUDIO_COLUMNS = ("window_index", "start", "end", "duration", "sample_rate", "channels")
+MANIFEST_CAPTION = "a drawing of an animal"
+CRASHER = "decoder-killer.wav"  # its decoder is SIGKILLed wherever it runs (crash point reader.decode.<name>)
 
 
 @pytest.fixture(scope="module")
@@ -86,26 +93,66 @@ def _assert_once(store: Store, prefix: str, corpus: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def indexed(cluster, corpus, tmp_path_factory, tiny_encoder):
-    """The corpus indexed by both engines; in the Ray run, an encoder actor is killed (SIGKILL) at
-    its first batch, so the equality below also proves that Ray's restart and retry lose and
-    duplicate nothing (one Ray run less for the module)."""
+def crash_dir(tmp_path_factory, corpus) -> Path:
+    """A real clip named ``CRASHER``; the folder's name sorts before the corpus's, so it is planned first."""
+    folder = tmp_path_factory.mktemp("ray-boom")
+    shutil.copy(next(corpus.glob("[!b]*.wav")), folder / CRASHER)
+    return folder
+
+
+def _fresh_forkserver(preload: list[str]) -> None:
+    """The reader's worker pools fork from multiprocessing's one forkserver, which keeps the
+    environment it was started with: stop it, so the next pool sees the current crash points.
+    ``preload``: modules the next forkserver imports once, so that each of the pools' worker
+    (re)starts is a fork instead of a fresh import of torch."""
+    from multiprocessing import forkserver
+
+    forkserver._forkserver._stop()  # the stdlib's own tests stop it this way
+    forkserver.set_forkserver_preload(preload)
+    crashpoints.reset()
+
+
+@pytest.fixture(scope="module")
+def indexed(cluster, corpus, crash_dir, tmp_path_factory, tiny_encoder):
+    """The corpus and ``CRASHER`` indexed by both engines (one Ray run less for the module):
+
+    - in the Ray run, an encoder actor is killed (SIGKILL) at its first batch, so the equality
+      below also proves that Ray's restart and retry lose and duplicate nothing;
+    - every process that decodes ``CRASHER`` is killed, as a segfault in a native decoder would
+      end it: the local engine's worker pool, and in the Ray run the decode task (blocks of 2
+      files, so it shares its task with a good clip) and then the driver's pool."""
     root = tmp_path_factory.mktemp("ray-dbs")
-    local = Index.open(root / "local", encoder=tiny_encoder).add(corpus, IndexOptions(workers=0))
+    paths = [crash_dir, corpus]
+    manifest = root / "captions.csv"
+    manifest.write_text(f"path,caption,labels\n{sorted(corpus.glob('*.png'))[0]},{MANIFEST_CAPTION},animal;drawing\n")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ACSEARCH_CRASH_AT", "ray.encode")  # forwarded to the workers, never reached by the driver
-        mp.setenv("ACSEARCH_CRASH_ONCE", str(root / "crashed-once"))
-        remote = Index.open(root / "ray", encoder=tiny_encoder).add(corpus, IndexOptions(workers=0), engine="ray")
+        mp.setenv("ACSEARCH_CRASH_AT", f"ray.encode,reader.decode.{CRASHER}")  # never reached by this process
+        mp.setenv("ACSEARCH_CRASH_ONCE", str(root / "crashed-once"))  # applies to ray.* points only
+        mp.setattr(engine, "FILES_PER_BLOCK", 2)
+        mp.setattr(engine, "DECODE_RETRIES", 0)  # Ray's retry of a dead decode worker: the S3 test below
+        _fresh_forkserver(["audioclip_search.indexer.reader"])
+        try:
+            local = Index.open(root / "local", encoder=tiny_encoder).add(paths, IndexOptions(workers=1,
+                                                                                             captions=manifest))
+            remote = Index.open(root / "ray", encoder=tiny_encoder).add(paths, IndexOptions(workers=0,
+                                                                                            captions=manifest),
+                                                                        engine="ray")  # fmt: skip
+        finally:
+            mp.undo()
+            _fresh_forkserver(["__main__"])  # the default
     return root, local, remote
 
 
-def test_same_tables_as_the_local_engine(indexed, corpus):
+def test_same_tables_as_the_local_engine(indexed, corpus, crash_dir):
     root, local, remote = indexed
     assert (root / "crashed-once").exists()  # an encoder actor did die with its batch in flight
     assert remote.indexed == local.indexed == {"audio": 2, "image": 2, "text": 1}
     assert remote.rows == local.rows
-    assert remote.failed == local.failed and len(remote.failed) == 1
-    assert remote.failed[0][0] == str(corpus / "broken.wav")
+    assert sorted(remote.failed) == sorted(local.failed) and len(remote.failed) == 2  # same report, same exit 1
+    reasons = dict(remote.failed)
+    assert str(corpus / "broken.wav") in reasons
+    assert reasons[str(crash_dir / CRASHER)] == CRASHED  # pinpointed, not its whole task
+    assert remote.stage_seconds["encode"] > 0  # the driver did encode the files of the failed task
     a, b = Store.open(root / "local"), Store.open(root / "ray")
     assert {k: v for k, v in a.model_info().items() if k != "created_at"} == {
         k: v for k, v in b.model_info().items() if k != "created_at"}
@@ -121,6 +168,9 @@ def test_same_tables_as_the_local_engine(indexed, corpus):
     _assert_once(b, str(corpus), corpus)
     caption = next(r for r in _table(b, "audio").values() if r["caption"])
     assert caption["caption"] == "a caption from a sidecar" and caption["caption_source"] == "sidecar"
+    picture = {r["path"]: r for r in _table(b, "image").values()}[str(sorted(corpus.glob("*.png"))[0])]
+    assert (picture["caption"], picture["caption_source"], picture["labels"]) == (
+        MANIFEST_CAPTION, "manifest", ["animal", "drawing"])  # fmt: skip
 
 
 def test_driver_killed_at_a_commit_then_rerun_then_nothing_to_add(cluster, corpus, tiny_checkpoint, tiny_encoder):
@@ -155,6 +205,19 @@ def test_driver_killed_at_a_commit_then_rerun_then_nothing_to_add(cluster, corpu
     assert again.unchanged == {"audio": 2, "image": 2, "text": 1}
     assert {m: store.version(m) for m in versions} == versions  # not one commit
     _assert_once(store, f"s3://{BUCKET}/corpus", corpus)
+
+    # --prune: an object deleted from the bucket loses its rows and nothing else changes
+    import boto3
+
+    gone = f"s3://{BUCKET}/corpus/{sorted(corpus.glob('*.png'))[0].name}"
+    boto3.client("s3").delete_object(Bucket=BUCKET, Key=gone.removeprefix(f"s3://{BUCKET}/"))
+    before = {m: _table(store, m) for m in ("audio", "image", "text")}
+    pruned = index.add(source, IndexOptions(workers=0, prune=True), engine="ray")
+    assert pruned.ok and pruned.pruned == {"audio": 0, "image": 1, "text": 0}
+    assert pruned.indexed == {"audio": 0, "image": 0, "text": 0}
+    after = {m: _table(store, m) for m in ("audio", "image", "text")}
+    assert after["audio"] == before["audio"] and after["text"] == before["text"]
+    assert after["image"] == {k: r for k, r in before["image"].items() if r["path"] != gone} != before["image"]
 
 
 def test_unknown_engine_is_one_line(tmp_path, corpus):

@@ -218,7 +218,9 @@ class IndexRunner:
             if todo[modality]:
                 self._index_modality(modality, todo[modality])
 
-    def _index_modality(self, modality: str, files: list[SourceFile]) -> None:
+    def _index_modality(self, modality: str, files: list[SourceFile], isolate: bool = False) -> None:
+        """``isolate``: decode every file in a worker process, so one that kills its decoder is
+        reported and the others go on (the Ray engine's fallback for files whose task died)."""
         buffered: list[DecodedFile] = []
         touched: list[SourceFile] = []
         items = 0
@@ -228,8 +230,10 @@ class IndexRunner:
         workers = self.options.workers
         if workers is None:
             workers = auto_workers(self.encoder.device.type)
+        if isolate:
+            workers = max(1, workers)
         stream = iter(read_files(files, workers, self.options.limits,
-                                 self.encoder.model.config.image_resolution, self.options.window))
+                                 self.encoder.model.config.image_resolution, self.options.window, isolate=isolate))
         while True:
             with _Timer(self.report, "read"):
                 decoded = next(stream, None)

@@ -208,15 +208,17 @@ def read_files(
     limits: AudioLimits | None = None,
     image_size: int = 224,
     window: ClipGeometry | None = None,
+    isolate: bool = False,
 ) -> Iterator[DecodedFile]:
     """Decoded pieces in input order (a file's pieces consecutive); ``workers=0`` decodes in this process.
 
     ``window``: how audio becomes model inputs, the indexer's :class:`~.windows.WindowSpec` (the
     default) or an evaluation protocol's :class:`~.windows.WholeClip` (one prepared input a file).
+    ``isolate``: decode even a lone file in a worker (for files suspected of killing their decoder).
     """
     limits = limits or AudioLimits()
     window = window or WindowSpec()
-    if workers <= 0 or len(sources) < 2:
+    if workers <= 0 or (len(sources) < 2 and not isolate):
         for source in sources:
             yield from decode_pieces(source, limits, image_size, window)
         return

@@ -28,7 +28,16 @@ Commit protocol (why a ``kill -9`` of the driver or of any worker leaves every f
 4. Ray retries a decode task or an encode call whose worker died (the actor is restarted). The
    retried attempt recomputes the same pieces; since only the driver commits, and commits by id,
    retries cannot create duplicates, and a dead worker loses only its own in-flight batch.
-5. If the driver dies, its job's tasks and actors die with it; whatever was committed is whole
+5. A task that still fails after its retries (a file whose native decoder kills every worker that
+   opens it: a segfault or an abort) does not stop the run: Ray Data drops its block
+   (``DataContext.max_errored_blocks`` unlimited) and the stream goes on. Files that never came
+   back whole are then indexed by the driver through the local engine's own path with the
+   reader's restartable worker pool (``IndexRunner._index_modality(..., isolate=True)``): the
+   file that kills its decoder is reported as "the decoder crashed on this file", as the local
+   engine reports it, and the others of its block are decoded and encoded by the driver and
+   committed the same way. Pieces of a dropped block that did come back are discarded first, so a
+   file is staged once, by whichever path completes it.
+6. If the driver dies, its job's tasks and actors die with it; whatever was committed is whole
    files, and the next run's plan finds them unchanged and redoes only the rest.
 
 Why not ``Dataset.write_lance`` / lance-ray's distributed writer: it appends fragments, which
@@ -37,9 +46,12 @@ rows of a changed file; upserts by id give both for free. The commit is one proc
 (metadata plus the new rows' pages), small next to encoding at any cluster size we target.
 
 Limits: local paths must be readable at the same path on every node (a shared filesystem);
-object-store inputs (``s3://`` ...) are read by each worker with its node's own credentials. A
-file whose decoder kills the worker process is retried ``DECODE_RETRIES`` times, then the run
-stops with the error (the local engine isolates such files in its worker pool).
+object-store inputs (``s3://`` ...) are read by each worker with its node's own credentials, and
+by the driver for the files it redoes (step 5). A block that fails costs its task's retries and
+then the driver's time for its files (at most ``FILES_PER_BLOCK`` each): fine for the odd hostile
+file, slow if a broken cluster fails every block (each such run logs how many files the driver
+redid). As in the local engine, long audio (streamed in pieces) is decoded in the driver's own
+process, so a long file whose decoder crashes ends the run.
 """
 
 from __future__ import annotations
@@ -66,12 +78,13 @@ from .records import file_table, read_pieces
 FILES_PER_BLOCK = 16
 #: Files per decode call inside a task.
 DECODE_BATCH = 4
-#: Attempts at a decode task whose worker died before the run stops.
+#: Retries of a decode task whose worker died before its files are left to the driver (step 5).
 DECODE_RETRIES = 3
 #: Environment variables forwarded to the workers (test hooks: crash points).
 FORWARDED_ENV = ("ACSEARCH_CRASH_AT", "ACSEARCH_CRASH_ONCE")
 INSTALL_HINT = 'pip install "audioclip-search[ray]"'
-LOST = "no result came back from the Ray cluster for this file (its task failed)"
+
+log = logging.getLogger(__name__)
 
 
 class RayEngineError(AudioClipSearchError):
@@ -146,8 +159,33 @@ class _Reorder:
         self.done[modality][pos] = True
         return [held[i] for i in range(last + 1)]
 
-    def missing(self, modality: str) -> list[int]:
-        return np.flatnonzero(~self.done[modality]).tolist()
+    def give_up(self, modality: str) -> list[int]:
+        """The files not released (their block failed): their held pieces are dropped, since
+        they will be decoded again whole, and they are marked done."""
+        missing = np.flatnonzero(~self.done[modality]).tolist()
+        for pos in missing:
+            self._held.pop((modality, pos), None)
+        self.done[modality][:] = True
+        return missing
+
+
+class _DroppedBlocks(logging.Filter):
+    """Keeps Ray Data's traceback for each dropped block off the terminal: the driver redoes
+    those files and reports the one that failed (module docstring, step 5)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Ignoring this exception" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_dropped_blocks() -> Iterator[None]:
+    target = logging.getLogger("ray.data._internal.execution.streaming_executor_state")
+    quiet = _DroppedBlocks()
+    target.addFilter(quiet)
+    try:
+        yield
+    finally:
+        target.removeFilter(quiet)
 
 
 class RayIndexRunner(IndexRunner):
@@ -172,29 +210,48 @@ class RayIndexRunner(IndexRunner):
             self.progress(modality, 0, len(files))
         batches = iter(self._dataset(ray, todo).iter_batches(batch_size=None, batch_format="pyarrow"))
         try:
-            while True:
-                start = time.perf_counter()
-                batch = next(batches, None)
-                self.report.stage_seconds["ray"] += time.perf_counter() - start
-                if batch is None:
-                    break
-                pieces, vectors = read_pieces(batch, lambda m, pos: todo[m][pos])
-                ready: dict[str, list[tuple[DecodedFile, np.ndarray]]] = {m: [] for m in todo}
-                for pos, piece, vecs in zip(batch.column("pos").to_pylist(), pieces, vectors, strict=True):
-                    for item in reorder.push(pos, piece, vecs):
-                        ready[item[0].source.modality].append(item)
-                for modality, items in ready.items():
-                    self._take(modality, items, touched[modality])
-                    finished[modality] += sum(p.complete for p, _ in items)
-                    if items:
-                        self.progress(modality, finished[modality], len(todo[modality]))
+            with _quiet_dropped_blocks():
+                while True:
+                    start = time.perf_counter()
+                    batch = next(batches, None)
+                    self.report.stage_seconds["ray"] += time.perf_counter() - start
+                    if batch is None:
+                        break
+                    self._receive(batch, todo, reorder, touched, finished)
         except ray.exceptions.RayError as exc:
             self._commit(force=True)  # keep every file already complete
             raise RayEngineError(f"the Ray cluster failed the run: {_one_line(exc)}") from None
         for modality, files in todo.items():
-            for pos in reorder.missing(modality):
-                self._failed(modality, DecodedFile(files[pos], error=LOST))
+            self._redo(modality, [files[pos] for pos in reorder.give_up(modality)], finished[modality], len(files))
             self._finish_modality(modality, touched[modality])
+
+    def _receive(self, batch: Any, todo: dict[str, list[SourceFile]], reorder: _Reorder,
+                 touched: dict[str, list[SourceFile]], finished: dict[str, int]) -> None:  # fmt: skip
+        """One batch of encoded pieces from the cluster: whole files released in order and taken."""
+        pieces, vectors = read_pieces(batch, lambda m, pos: todo[m][pos])
+        ready: dict[str, list[tuple[DecodedFile, np.ndarray]]] = {m: [] for m in todo}
+        for pos, piece, vecs in zip(batch.column("pos").to_pylist(), pieces, vectors, strict=True):
+            for item in reorder.push(pos, piece, vecs):
+                ready[item[0].source.modality].append(item)
+        for modality, items in ready.items():
+            self._take(modality, items, touched[modality])
+            finished[modality] += sum(p.complete for p, _ in items)
+            if items:
+                self.progress(modality, finished[modality], len(todo[modality]))
+
+    def _redo(self, modality: str, files: list[SourceFile], done: int, total: int) -> None:
+        """Files whose block failed on the cluster, indexed here as the local engine indexes them,
+        each decoded in a restartable worker process (module docstring, step 5)."""
+        if not files:
+            return
+        log.warning("%d %s file(s) lost with a Ray task that failed after its retries: indexing them on the "
+                    "driver, each decoded in a worker process", len(files), modality)  # fmt: skip
+        progress = self.progress
+        self.progress = lambda m, d, t: progress(m, done + d, total)
+        try:
+            self._index_modality(modality, files, isolate=True)
+        finally:
+            self.progress = progress
 
     def _take(self, modality: str, items: list[tuple[DecodedFile, np.ndarray]], touched: list[SourceFile]) -> None:
         """Released pieces (whole files, in order): failures reported, unchanged files noted, the
@@ -218,6 +275,7 @@ class RayIndexRunner(IndexRunner):
 
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # the CLI draws its own, per modality
+        ctx.max_errored_blocks = -1  # a block that fails is dropped; the driver redoes its files (step 5)
         logging.getLogger("ray.data").setLevel(logging.WARNING)  # not an INFO line per dataset on the terminal
         files = file_table(todo)
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
