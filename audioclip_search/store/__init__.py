@@ -12,16 +12,16 @@ Everything the indexer and the CLI need is importable from here::
 - ``filters.py``: user SQL filters checked with sqlglot (:func:`parse_filter`).
 - ``schema.py``: Arrow schemas, :func:`row_id`, table-set naming, SQL quoting helpers.
 
-The FAISS names are imported on first use, so code that only reads or writes the store does not
-load faiss.
+The database, snapshot and FAISS names are imported on first use: code that needs only the schema
+(discovery, the evaluator's reader) does not load LanceDB, and code that only reads or writes the
+store does not load faiss.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .database import DEFAULT_URI, ENV_URI, ModelInfo, Store, UpsertResult, resolve_uri
+from ..lazy import lazy_getattr
 from .errors import IndexNotFoundError, ModelMismatchError, StoreError, StoreNotFoundError
 from .schema import (
     DEFAULT_DIM,
@@ -36,7 +36,6 @@ from .schema import (
     sql_str,
     table_name,
 )
-from .snapshot import TableSnapshot
 
 __all__ = [
     "DEFAULT_DIM",
@@ -74,10 +73,15 @@ __all__ = [
     "table_name",
 ]
 
-#: The names of ``__all__`` not imported above are ``vector_index``'s (FAISS), imported on first use.
-_LAZY = {name: ".vector_index" for name in __all__ if name not in globals()}
+_DATABASE = ("DEFAULT_URI", "ENV_URI", "ModelInfo", "Store", "UpsertResult", "resolve_uri")
+#: The names of ``__all__`` not imported above, by the module that defines them; the rest of them
+#: are ``vector_index``'s (FAISS).
+_LAZY = {name: ".database" if name in _DATABASE else ".snapshot" if name == "TableSnapshot" else ".vector_index"
+         for name in __all__ if name not in globals()}  # fmt: skip
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .database import DEFAULT_URI, ENV_URI, ModelInfo, Store, UpsertResult, resolve_uri
+    from .snapshot import TableSnapshot
     from .vector_index import (
         Searcher,
         SearchResult,
@@ -92,10 +96,4 @@ if TYPE_CHECKING:  # pragma: no cover
         set_threads,
     )
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
