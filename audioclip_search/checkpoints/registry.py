@@ -1,14 +1,18 @@
-"""Named checkpoints as data, where they are cached, and whether the network may be used.
+"""Named checkpoints as data (``pretrained.json``), where they are cached, and whether the network
+may be used.
 
-Nothing here touches the disk or the network: it only computes names and paths.
+Nothing here touches the network or the cache: it reads the package's own table and computes names
+and paths.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from ..errors import CheckpointError
@@ -17,8 +21,6 @@ DEFAULT_CHECKPOINT = "audioclip-full"
 CACHE_ENV = "ACSEARCH_CACHE_DIR"
 OFFLINE_ENV = "ACSEARCH_OFFLINE"
 KINDS = ("full", "audio-head")
-
-_RELEASE = "https://github.com/AndreyGuzhov/AudioCLIP/releases/download/v0.1"
 
 
 @dataclass(frozen=True)
@@ -45,41 +47,16 @@ class CheckpointEntry:
             raise ValueError(f"checkpoint {self.name!r}: filename must be a plain file name")
 
 
-_BUILTIN = (
-    CheckpointEntry(
-        name="audioclip-full",
-        filename="AudioCLIP-Full-Training.pt",
-        url=f"{_RELEASE}/AudioCLIP-Full-Training.pt",
-        size=537302068,
-        sha256="2441d35b353352c8b1bbfb8f7c687f46314c3d2909e940eaf763b8c17f632c44",
-        arch="audioclip-rn50",
-        kind="full",
-        description="AudioCLIP, all three heads trained jointly on AudioSet (the published model)",
-    ),
-    CheckpointEntry(
-        name="audioclip-partial",
-        filename="AudioCLIP-Partial-Training.pt",
-        url=f"{_RELEASE}/AudioCLIP-Partial-Training.pt",
-        size=537302068,
-        sha256="1921885b6c3b5de0619f2ef4a9700ecbade758a398b34eb064230c30baef0c75",
-        arch="audioclip-rn50",
-        kind="full",
-        description="AudioCLIP with only the audio head trained; image and text heads are vanilla CLIP RN50",
-    ),
-    CheckpointEntry(
-        name="esresnext-audioset",
-        filename="ESRNXFBSP.pt",
-        url=f"{_RELEASE}/ESRNXFBSP.pt",
-        size=124795647,
-        sha256="acfcc6b0a0f07025cc660ed6dcf9b5a05fbd7c8ebf65edaa0a81d88a92ff6834",
-        arch="audioclip-rn50",
-        kind="audio-head",
-        description="The ESResNeXt-fbsp audio head alone, trained on AudioSet (fc has 527 outputs)",
-    ),
-)
+def _builtin_entries() -> list[CheckpointEntry]:
+    """The published checkpoints, from the package's ``pretrained.json`` (a table, as data: a new
+    release is a new row there). A row's ``url`` defaults to ``<release>/<filename>``."""
+    table = json.loads(resources.files(__package__).joinpath("pretrained.json").read_text(encoding="utf-8"))
+    release = table["release"].rstrip("/")
+    return [CheckpointEntry(**{"url": f"{release}/{row['filename']}", **row}) for row in table["checkpoints"]]
+
 
 #: name -> entry. Mutable on purpose: `register_checkpoint` adds entries (tests, private mirrors).
-REGISTRY: dict[str, CheckpointEntry] = {e.name: e for e in _BUILTIN}
+REGISTRY: dict[str, CheckpointEntry] = {e.name: e for e in _builtin_entries()}
 
 
 def list_checkpoints(registry: Mapping[str, CheckpointEntry] | None = None) -> list[CheckpointEntry]:
