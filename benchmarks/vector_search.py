@@ -24,10 +24,11 @@ builds and times each method through the product code path (``VectorIndex.build`
   (8..256) x ``refine_factor`` (none, 10, 30, 100) (x ``ef``) is scored on 50 queries and the fastest
   setting reaching recall@10 >= 0.95 (else the most accurate one) is then timed on all queries.
 
-Latency: one query at a time (batch size 1), after 20 warm-up queries, on a held index / table
-handle (``VectorIndex.search``, LanceDB ``table.search``: the per-call table-version check of
-``search()`` adds ~1-3 ms to both and is left out); p50/p95/mean over
-``--queries`` queries. Recall@10 is against the exact top-10. ``build_s`` covers reading the
+Latency: one query at a time (batch size 1), after 20 warm-up queries (other queries than the
+timed ones, so the timed ones find nothing cached), on a held index / table handle
+(``VectorIndex.search``, LanceDB ``table.search``: the per-call table-version check of
+``search()`` adds ~1-3 ms to both and is left out); p50/p95/mean over ``--queries`` queries.
+Recall@10 is against the exact top-10. ``build_s`` covers reading the
 vectors from LanceDB, training, adding and tuning. ``index_mb`` is the RAM the index holds
 (analytic: vectors/codes + ids + centroids; LanceDB: its index files' size), ``disk_mb`` extra
 files (IVF-PQ's float16 refine vectors), ``rss_mb`` the process RSS after the build.
@@ -127,8 +128,11 @@ def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
-def time_queries(fn: Any, queries: np.ndarray, warmup: int = 20) -> tuple[dict[str, float], list[list[str]]]:
-    for q in queries[:warmup]:
+def time_queries(fn: Any, queries: np.ndarray, warmup: int = 20,
+                 warm: np.ndarray | None = None) -> tuple[dict[str, float], list[list[str]]]:
+    """Latency of ``fn`` per query after ``warmup`` calls, on ``warm`` (other queries: nothing the
+    timed queries read is cached by the warm-up) or else on the first timed queries."""
+    for q in (queries if warm is None else warm)[:warmup]:
         fn(q)
     lat = []
     out = []
@@ -175,6 +179,7 @@ def bench_size(n: int, args: argparse.Namespace, centres: np.ndarray, emit: Any)
     fill_s = fill_store(store, n, centres, args)
     console.print(f"  filled in {fill_s:.1f} s; rss {rss_mb():.0f} MB")
     queries = make_points(args.queries, centres, args.noise, args.mix, np.random.default_rng(args.seed + 1))
+    warm = make_points(20, centres, args.noise, args.mix, np.random.default_rng(args.seed + 2))
     base = {"n": n, "dim": dim, "k": k, "queries": args.queries}
 
     def record(method: str, **kw: Any) -> None:
@@ -236,7 +241,7 @@ def bench_size(n: int, args: argparse.Namespace, centres: np.ndarray, emit: Any)
         gc.collect()
 
     if "e2e" in args.methods:
-        bench_end_to_end(store, queries, truth, record)
+        bench_end_to_end(store, queries, warm, truth, record)
 
     # LanceDB's own ANN indexes
     lance_kinds = ["IVF_PQ"] + (["IVF_HNSW_SQ"] if n <= args.hnsw_max and "lancedb_hnsw" in args.methods else [])
@@ -265,7 +270,7 @@ def bench_size(n: int, args: argparse.Namespace, centres: np.ndarray, emit: Any)
                     def fn(q: np.ndarray, npb: int = npb, rf: int | None = rf, ef: int | None = ef,
                            tbl: Any = tbl) -> list[str]:
                         return lance_query(tbl, q, k, npb, rf, ef)
-                    st, rs = time_queries(fn, sub, warmup=5)
+                    st, rs = time_queries(fn, sub, warmup=5, warm=warm)
                     grid.append({"nprobes": npb, "refine_factor": rf, "ef": ef,
                                  "recall_at_10": recall(rs, truth[:50], k), **st})
         ok = [g for g in grid if g["recall_at_10"] >= 0.95]
@@ -276,7 +281,7 @@ def bench_size(n: int, args: argparse.Namespace, centres: np.ndarray, emit: Any)
                     tbl: Any = tbl) -> list[str]:
             return lance_query(tbl, q, k, npb, rf, ef)
 
-        stats, res = time_queries(fn_best, queries)
+        stats, res = time_queries(fn_best, queries, warm=warm)
         desc = f"partitions={parts}, nprobes={npb}, refine_factor={rf}" + (f", ef={ef}" if ef else "")
         if itype == "IVF_PQ":
             desc += f", sub_vectors={dim // 16}"
@@ -288,7 +293,8 @@ def bench_size(n: int, args: argparse.Namespace, centres: np.ndarray, emit: Any)
         shutil.rmtree(work, ignore_errors=True)
 
 
-def bench_end_to_end(store: Store, queries: np.ndarray, truth: list[list[str]], record: Any) -> None:
+def bench_end_to_end(store: Store, queries: np.ndarray, warm: np.ndarray, truth: list[list[str]],
+                     record: Any) -> None:
     """The product path: the saved ``auto`` index (what ``refresh_vector_index`` builds) queried
     through ``SearchEngine.search_vector(q, target="audio", k)`` (snapshot, FAISS, row fetch), per
     file (the default) and per window; LanceDB calls per warm query counted on the way."""
@@ -297,21 +303,23 @@ def bench_end_to_end(store: Store, queries: np.ndarray, truth: list[list[str]], 
     t0 = time.perf_counter()
     vi = VectorIndex.build(store, MODALITY, "auto", device="cpu")  # saved, like the indexer does
     build_s = time.perf_counter() - t0
-    engine = SearchEngine(store, embedder=None, device="cpu")  # type: ignore[arg-type]
     # The shown columns' pages in the OS cache, as on a server that has been answering for a while
     # (else whichever variant runs first pays the cold reads of the rows both fetch).
     snap = store.snapshot(MODALITY)
     for _ in snap.scan([c for c in SHOWN_COLUMNS if c in snap.columns]):
         pass
-    stats, res = time_queries(lambda q: vi.search(q[None], k)[1][0], queries)
+    stats, res = time_queries(lambda q: vi.search(q[None], k)[1][0], queries, warm=warm)
     record(f"faiss_{vi.kind}_held", params="VectorIndex.search on the loaded auto index (FAISS only)",
            build_s=build_s, index_mb=estimate_index_bytes(vi.kind, vi.size, vi.dim, vi.params)["ram"] / 2**20,
            recall_at_10=recall([clean_ids(r) for r in res], truth, k), **stats)
     for per_window in (False, True):
-        def fn(q: np.ndarray, per_window: bool = per_window) -> list[str]:
+        # Each variant on a store handle of its own: no rows cached by the other variant's queries.
+        engine = SearchEngine(Store.open(store.uri), embedder=None, device="cpu")  # type: ignore[arg-type]
+
+        def fn(q: np.ndarray, per_window: bool = per_window, engine: SearchEngine = engine) -> list[str]:
             return [h.id for h in engine.search_vector(q, MODALITY, k, per_window=per_window)]
 
-        stats, res = time_queries(fn, queries)
+        stats, res = time_queries(fn, queries, warm=warm)
         calls = count_lancedb_calls(lambda: fn(queries[0]))
         knobs = ", ".join(f"{a}={b}" for a, b in vi.params.items() if a != "metric")
         desc = f"SearchEngine.search_vector, index auto={vi.kind} ({knobs})"

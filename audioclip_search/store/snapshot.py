@@ -8,7 +8,7 @@ latest version and one ``take`` for the rows it shows (none for a small table, s
 request that reads a stored vector and then searches (find similar) pins each table once through
 :class:`Pins`.
 
-Rows are fetched by LanceDB row id (``take_row_ids``) when the ranking knows them (exact search
+Rows are fetched by row id (Lance's take by row address) when the ranking knows them (exact search
 reads ``_rowid`` with the vectors; FAISS indexes store each row's row id at build time). Row ids
 change only when compaction rewrites a fragment, so every fetched row is checked against the id
 asked for, and the missing ones are looked up by an ``id IN (...)`` filter (one more call).
@@ -94,6 +94,7 @@ class TableSnapshot:
         self.modality = modality
         self.version = int(version)
         self._schema: pa.Schema | None = None
+        self._dataset: Any = None
         self._columns: tuple[str, ...] | None = None
         self._count: int | None = None
         self._lock = threading.Lock()
@@ -135,8 +136,28 @@ class TableSnapshot:
         return list(self._tbl.list_indices())
 
     def to_lance(self) -> Any:
-        """The Lance dataset at this version, for columnar scans with Lance's own scanner options."""
-        return self._tbl.to_lance()
+        """The Lance dataset at this version (opened once per snapshot): columnar scans with Lance's
+        own scanner options, and takes by row address."""
+        if self._dataset is None:
+            self._dataset = self._tbl.to_lance()
+        return self._dataset
+
+    def _take_addresses(self, addresses: list[int], columns: list[str]) -> pa.Table | None:
+        """The rows at these row addresses, asked of the pinned Lance dataset directly: on a 10^6-row
+        table that takes 20 rows of the shown columns in ~3.5 ms, where the same take through
+        LanceDB's query layer (``take_row_ids``) costs ~7.5 ms, most of a query's time. Lance marks
+        ``_take_rows`` as not yet a stable API, so a pylance without it (or with another signature)
+        gets LanceDB's take. ``None`` when an address names a fragment that compaction removed:
+        the caller then finds the rows by id."""
+        take = getattr(self.to_lance(), "_take_rows", None)
+        if take is not None:
+            try:
+                return take(addresses, columns=columns)
+            except TypeError:
+                pass
+            except OSError:  # "belongs to non-existent fragment"; a storage failure shows again below
+                return None
+        return self._tbl.take_row_ids(addresses).select(columns).to_arrow()
 
     # ---------------------------------------------------------------- scans
     def scan(
@@ -276,9 +297,10 @@ class TableSnapshot:
             addr = sorted({int(r) for i, r in zip(ids, row_ids, strict=False)
                            if i is not None and i not in found and r is not None and int(r) >= 0})
             if addr:
-                tab = self._tbl.take_row_ids(addr).select(names).to_arrow()
-                want = set(wanted)
-                found.update((r["id"], r) for r in self._to_rows(tab, names) if r["id"] in want)
+                tab = self._take_addresses(addr, names)
+                if tab is not None:
+                    want = set(wanted)
+                    found.update((r["id"], r) for r in self._to_rows(tab, names) if r["id"] in want)
         missing = list(dict.fromkeys(i for i in wanted if i not in found))
         for c in range(0, len(missing), IN_CHUNK):
             for batch in self.scan(names, sql_in("id", missing[c : c + IN_CHUNK])):
