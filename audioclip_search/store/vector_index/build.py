@@ -7,9 +7,10 @@ faiss.contrib's two-level clustering. IVF-PQ keeps float16 copies of the vectors
 step (``refine_factor`` tuned with ``nprobe``).
 
 ``nprobe`` (IVF) / ``efSearch`` (HNSW) are tuned at build time: 200 random table rows are held out
-of the index (added after tuning) and used as unseen queries, their exact top-10 among the other
-rows is computed during the build pass, and the smallest value on a ladder reaching recall@10 >=
-``target_recall`` (0.95) is stored in the manifest with the recall measured.
+of the index (added after tuning) and of k-means training, and used as unseen queries; their
+exact top-10 among the other rows is computed during the build pass, and the smallest value on a
+ladder reaching recall@10 >= ``target_recall`` (0.95) is stored in the manifest with the recall
+measured.
 """
 
 from __future__ import annotations
@@ -135,14 +136,20 @@ def build_index(
     train_n = 0
     if kind in ("ivf_flat", "ivf_pq") and trained is None:
         train_n = min(n, max(params["nlist"] * TRAIN_POINTS_PER_LIST, 256 * 40 if kind == "ivf_pq" else 0))
-    sample_n = max(train_n, tune_n)
+    sample_n = min(n, train_n + tune_n)
     sample_ids, sample_mat = sample_rows(snap, n, sample_n, rng) if sample_n else (None, None)
 
     tuning: Tuning | None = None
+    train_rows = np.arange(train_n)
     if tune_n and sample_mat is not None and sample_ids is not None:
         pick = rng.choice(len(sample_mat), size=tune_n, replace=False)
         labels = np.searchsorted(ids_sorted, sample_ids[pick].astype(ids_sorted.dtype))
         tuning = Tuning(queries=np.ascontiguousarray(sample_mat[pick]), labels=labels.astype(np.int64))
+        # k-means never sees the tuning rows: centroids fitted to them would make the tuned nprobe
+        # look better than it is on real queries (measured at 10^5 rows: 0.919 instead of 0.95).
+        unseen = np.setdiff1d(np.arange(len(sample_mat)), pick)
+        if train_n and len(unseen) >= params["nlist"]:
+            train_rows = unseen[:train_n]
 
     # Create and train.
     index = new_index(kind, dim, params, trained)
@@ -159,7 +166,7 @@ def build_index(
             ivf_pq.pq.cp.niter = KMEANS_ITERATIONS
             ivf_pq.do_polysemous_training = False  # 10x the training time, unused here
         assert sample_mat is not None
-        xt = np.ascontiguousarray(sample_mat[:train_n])
+        xt = np.ascontiguousarray(sample_mat[train_rows])
         if params["nlist"] >= TWO_LEVEL_FROM:
             centroids = two_level_kmeans(xt, params["nlist"], seed=seed)
             ivf.quantizer.add(centroids)  # quantizer holds nlist centroids: train() skips k-means
