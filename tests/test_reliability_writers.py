@@ -5,11 +5,13 @@ from __future__ import annotations
 import errno
 import json
 import os
+import queue
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -88,8 +90,8 @@ def test_lock_is_exclusive_names_the_holder_and_is_reentrant(tmp_path):
     db.mkdir()
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys,time\nfrom audioclip_search.store.lock import writer_lock\n"
-         f"with writer_lock({str(db)!r}):\n    print('held', flush=True)\n    time.sleep(600)"],
-        stdout=subprocess.PIPE, text=True, env=ENV)
+         f"with writer_lock({str(db)!r}):\n    print('held', flush=True)\n    sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ENV)  # holds until killed below
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(DatabaseBusyError) as err, writer_lock(str(db)):
@@ -127,6 +129,20 @@ def test_without_flock_a_dead_local_holder_is_broken_and_a_remote_one_is_not(tmp
         pass
 
 
+def _lines_of(proc: subprocess.Popen) -> queue.Queue:
+    """``proc``'s output lines as they come, then ``None`` at its end (read by a thread, so the test
+    waits for a line, not on a clock)."""
+    lines: queue.Queue = queue.Queue()
+
+    def pump() -> None:
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
 def test_cli_refuses_a_busy_database_before_loading_anything_and_wait_queues(tmp_path, tiny_checkpoint):
     folder = _clips(tmp_path / "media", 2)
     db = tmp_path / "db"
@@ -136,14 +152,16 @@ def test_cli_refuses_a_busy_database_before_loading_anything_and_wait_queues(tmp
         run = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
         assert run.returncode == 2, run.stderr
         assert f"pid {os.getpid()}" in run.stderr and "--wait" in run.stderr
-        log = (tmp_path / "wait.log").open("w")
-        waiting = subprocess.Popen([*cmd, "--wait"], stdout=log, stderr=subprocess.STDOUT, env=ENV)
-        deadline = time.monotonic() + 120
-        while "waiting for" not in (tmp_path / "wait.log").read_text() and time.monotonic() < deadline:
-            assert waiting.poll() is None, (tmp_path / "wait.log").read_text()
-            time.sleep(0.2)
+        waiting = subprocess.Popen([*cmd, "--wait"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   env=ENV)  # fmt: skip
+        lines = _lines_of(waiting)
+        said: list[str] = []
+        while not said or "waiting for" not in said[-1]:  # the run says it queues behind this lock
+            line = lines.get(timeout=300)  # only a hung run gets here without a line
+            assert line is not None, "".join(said)  # it ended instead of waiting
+            said.append(line)
         assert not (db / "audio.lance").exists()  # nothing written while queued
-    assert waiting.wait(timeout=300) == 0, (tmp_path / "wait.log").read_text()
+    assert waiting.wait(timeout=300) == 0, "".join(said)
     assert len(_ids(db)) == 2
 
 

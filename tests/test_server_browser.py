@@ -33,30 +33,25 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--window-size=1280,1000", "--virtual-time-budget=15000"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory, tiny_encoder):
     index, _ = build_server_index(tmp_path_factory, tiny_encoder)
-    port = _free_port()
+    # The listening socket is ours, bound before the server starts: a request made before uvicorn
+    # accepts waits in the socket's backlog, so nothing polls for the server to come up.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    port = sock.getsockname()[1]
     app = create_app(index, ServerSettings(port=port))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn-test", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
     try:
         yield f"http://127.0.0.1:{port}", index
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        sock.close()
 
 
 def _raw_http(base: str, request_line: str) -> tuple[int, bytes]:
