@@ -218,15 +218,17 @@ class IndexRunner:
             if todo[modality]:
                 self._index_modality(modality, todo[modality])
 
-    def _index_modality(self, modality: str, files: list[SourceFile], isolate: bool = False) -> None:
+    def _index_modality(self, modality: str, files: list[SourceFile], isolate: bool = False,
+                        counted: tuple[int, int] | None = None) -> None:  # fmt: skip
         """``isolate``: decode every file in a worker process, so one that kills its decoder is
-        reported and the others go on (the Ray engine's fallback for files whose task died)."""
+        reported and the others go on (the Ray engine's fallback for files whose task died).
+        ``counted``: (files already done, total) when these files finish a larger run, so progress
+        counts on from there."""
         buffered: list[DecodedFile] = []
         touched: list[SourceFile] = []
         items = 0
-        done = 0
-        total = len(files)
-        self.progress(modality, 0, total)
+        done, total = counted or (0, len(files))
+        self.progress(modality, done, total)
         workers = self.options.workers
         if workers is None:
             workers = auto_workers(self.encoder.device.type)
@@ -241,23 +243,31 @@ class IndexRunner:
                 break
             if decoded.complete:
                 done += 1
-            if decoded.error is not None:
-                # A long file can fail part-way: what was kept of its earlier pieces goes too.
-                buffered = [b for b in buffered if b.source.path != decoded.source.path]
-                self._failed(modality, decoded)
-            elif decoded.same_content:
-                self.report.unchanged[modality] += 1
-                touched.append(decoded.source)
-            else:
+            if self._triage(modality, decoded, touched):
                 buffered.append(decoded)
                 items += len(decoded.windows) if modality == "audio" else 1
                 if items >= self._batch_limit(modality):
                     self._encode_and_stage(modality, buffered)
                     buffered, items = [], 0
+            elif decoded.error is not None:
+                # A long file can fail part-way: what was kept of its earlier pieces goes too.
+                buffered = [b for b in buffered if b.source.path != decoded.source.path]
             self.progress(modality, done, total)
         if buffered:
             self._encode_and_stage(modality, buffered)
         self._finish_modality(modality, touched)
+
+    def _triage(self, modality: str, decoded: DecodedFile, touched: list[SourceFile]) -> bool:
+        """A decoded piece, as both engines take it: a failure is reported, an unchanged file is
+        counted and noted in ``touched``; True when the piece is to be encoded."""
+        if decoded.error is not None:
+            self._failed(modality, decoded)
+            return False
+        if decoded.same_content:
+            self.report.unchanged[modality] += 1
+            touched.append(decoded.source)
+            return False
+        return True
 
     def _failed(self, modality: str, decoded: DecodedFile) -> None:
         """Report a file that failed to decode; drop what was kept of its earlier pieces, and its

@@ -246,25 +246,12 @@ class RayIndexRunner(IndexRunner):
             return
         log.warning("%d %s file(s) lost with a Ray task that failed after its retries: indexing them on the "
                     "driver, each decoded in a worker process", len(files), modality)  # fmt: skip
-        progress = self.progress
-        self.progress = lambda m, d, t: progress(m, done + d, total)
-        try:
-            self._index_modality(modality, files, isolate=True)
-        finally:
-            self.progress = progress
+        self._index_modality(modality, files, isolate=True, counted=(done, total))
 
     def _take(self, modality: str, items: list[tuple[DecodedFile, np.ndarray]], touched: list[SourceFile]) -> None:
         """Released pieces (whole files, in order): failures reported, unchanged files noted, the
         rest staged through the local engine's own staging."""
-        encoded = []
-        for piece, vectors in items:
-            if piece.error is not None:
-                self._failed(modality, piece)
-            elif piece.same_content:
-                self.report.unchanged[modality] += 1
-                touched.append(piece.source)
-            else:
-                encoded.append((piece, vectors))
+        encoded = [(piece, vectors) for piece, vectors in items if self._triage(modality, piece, touched)]
         if encoded:
             pieces = [p for p, _ in encoded]
             self._stage(modality, pieces, np.concatenate([v for _, v in encoded]), [len(v) for _, v in encoded])
