@@ -8,6 +8,10 @@ chunk), and a test runs it with the environment variable::
     ACSEARCH_CRASH_AT=name        # die at the first time the point is reached
     ACSEARCH_CRASH_AT=name:N      # die at its N-th hit (1-based)
     ACSEARCH_CRASH_AT=a:2,b       # several points; whichever comes first
+    ACSEARCH_CRASH_AT=name:once ACSEARCH_CRASH_ONCE=/tmp/marker
+                                  # die at the first hit in whichever process creates the marker
+                                  # file first: one death across processes (a Ray worker that is
+                                  # restarted and retried reaches the point again, and passes)
 
 Without the variable a call costs one dictionary lookup: the variable is read once, lazily, on
 the first call (never at import), and cached. ``SIGKILL`` gives no chance to flush, clean up or
@@ -20,9 +24,11 @@ import os
 import signal
 import sys
 
-__all__ = ["ENV_VAR", "crash_point", "reset"]
+__all__ = ["ENV_ONCE", "ENV_VAR", "crash_point", "reset"]
 
 ENV_VAR = "ACSEARCH_CRASH_AT"
+ENV_ONCE = "ACSEARCH_CRASH_ONCE"
+ONCE = 0  # a target hit count meaning ":once"
 
 _targets: dict[str, int] | None = None  # name -> the hit that kills; read from the environment once
 _hits: dict[str, int] = {}
@@ -35,11 +41,27 @@ def _parse(spec: str) -> dict[str, int]:
         if not item:
             continue
         name, _, count = item.partition(":")
+        if count.strip() == "once":
+            targets[name.strip()] = ONCE
+            continue
         try:
             targets[name.strip()] = max(1, int(count)) if count else 1
         except ValueError:
-            raise ValueError(f"{ENV_VAR}={spec!r}: {count!r} is not a hit count (use name or name:N)") from None
+            raise ValueError(f"{ENV_VAR}={spec!r}: {count!r} is not a hit count (use name, name:N or name:once)"
+                             ) from None
     return targets
+
+
+def _first_across_processes() -> bool:
+    """True in the one process that creates the ``$ACSEARCH_CRASH_ONCE`` marker file."""
+    marker = os.environ.get(ENV_ONCE)
+    if not marker:
+        raise ValueError(f"{ENV_VAR}: a name:once point needs {ENV_ONCE}=<marker file>")
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
 
 
 def crash_point(name: str) -> None:
@@ -50,7 +72,10 @@ def crash_point(name: str) -> None:
     if not _targets or name not in _targets:
         return
     _hits[name] = _hits.get(name, 0) + 1
-    if _hits[name] >= _targets[name]:
+    target = _targets[name]
+    if target == ONCE and not _first_across_processes():
+        return
+    if _hits[name] >= target:
         sys.stderr.write(f"crash point {name} (hit {_hits[name]}): SIGKILL\n")
         sys.stderr.flush()
         os.kill(os.getpid(), signal.SIGKILL)

@@ -126,8 +126,9 @@ def indexed(cluster, corpus, crash_dir, tmp_path_factory, tiny_encoder):
     manifest = root / "captions.csv"
     manifest.write_text(f"path,caption,labels\n{sorted(corpus.glob('*.png'))[0]},{MANIFEST_CAPTION},animal;drawing\n")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ACSEARCH_CRASH_AT", f"ray.encode,reader.decode.{CRASHER}")  # never reached by this process
-        mp.setenv("ACSEARCH_CRASH_ONCE", str(root / "crashed-once"))  # applies to ray.* points only
+        # one encoder actor dies (the first to create the marker); every decoder of CRASHER dies
+        mp.setenv("ACSEARCH_CRASH_AT", f"ray.encode:once,reader.decode.{CRASHER}")  # not reached by this process
+        mp.setenv("ACSEARCH_CRASH_ONCE", str(root / "crashed-once"))
         mp.setattr(engine, "FILES_PER_BLOCK", 2)
         mp.setattr(engine, "DECODE_RETRIES", 0)  # Ray's retry of a dead decode worker: the S3 test below
         _fresh_forkserver(["audioclip_search.indexer.reader"])
@@ -182,7 +183,7 @@ def test_driver_killed_at_a_commit_then_rerun_then_nothing_to_add(cluster, corpu
     cmd = [sys.executable, "-m", "audioclip_search.cli", "index", source, "--db", db, "--model", str(tiny_checkpoint),
            "--engine", "ray", "--ray-address", cluster, "--commit-every", "1", "--no-vector-index"]  # fmt: skip
     marker = corpus.parent / "decode-crashed-once"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "ACSEARCH_CRASH_AT": "index.commit:1,ray.decode",
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ACSEARCH_CRASH_AT": "index.commit:1,ray.decode:once",
            "ACSEARCH_CRASH_ONCE": str(marker)}  # fmt: skip
     killed = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert killed.returncode == -9, killed.stderr[-2000:]

@@ -68,6 +68,8 @@ from typing import Any
 
 import numpy as np
 
+from ...crashpoints import ENV_ONCE as CRASH_ONCE
+from ...crashpoints import ENV_VAR as CRASH_AT
 from ...errors import AudioClipSearchError
 from ..discover import SourceFile
 from ..pipeline import IndexRunner
@@ -81,7 +83,7 @@ DECODE_BATCH = 4
 #: Retries of a decode task whose worker died before its files are left to the driver (step 5).
 DECODE_RETRIES = 3
 #: Environment variables forwarded to the workers (test hooks: crash points).
-FORWARDED_ENV = ("ACSEARCH_CRASH_AT", "ACSEARCH_CRASH_ONCE")
+FORWARDED_ENV = (CRASH_AT, CRASH_ONCE)
 INSTALL_HINT = 'pip install "audioclip-search[ray]"'
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,6 @@ pieces (windows, pixels, text) exactly as the local reader does, and
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,31 +14,11 @@ import numpy as np
 import pyarrow as pa
 
 from ...audio import AudioLimits
-from ...crashpoints import ENV_VAR as CRASH_ENV
 from ...crashpoints import crash_point
+from ...store.schema import MODALITIES
 from ..discover import SourceFile
 from ..windows import WindowSpec
 from .records import pieces_table, read_pieces, source_of, with_inputs
-
-#: Env variable naming a marker file: a worker crash point fires only if it can create the file
-#: (so the task Ray retries after the kill runs through). Tests only.
-ENV_CRASH_ONCE = "ACSEARCH_CRASH_ONCE"
-
-
-def worker_crash_point(name: str) -> None:
-    """:func:`crash_point` for Ray workers: Ray restarts a killed worker and retries its task,
-    which would reach the point again forever; with ``$ACSEARCH_CRASH_ONCE`` set the point fires
-    in the first process only (the one that creates the marker file), at its first hit."""
-    marker = os.environ.get(ENV_CRASH_ONCE)
-    if marker:
-        named = {item.partition(":")[0].strip() for item in os.environ.get(CRASH_ENV, "").split(",")}
-        if name not in named or os.path.exists(marker):
-            return
-        try:
-            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:
-            return
-    crash_point(name)
 
 
 def decode_batch(batch: pa.Table, *, limits: AudioLimits, image_size: int, window: WindowSpec) -> Iterator[pa.Table]:
@@ -48,7 +27,7 @@ def decode_batch(batch: pa.Table, *, limits: AudioLimits, image_size: int, windo
     from ..reader import decode_pieces
 
     for record in batch.to_pylist():
-        worker_crash_point("ray.decode")
+        crash_point("ray.decode")
         for piece in decode_pieces(source_of(record), limits, image_size, window):
             yield pieces_table([record["pos"]], [piece])
 
@@ -72,12 +51,12 @@ class EncodeStage:
     def __call__(self, batch: pa.Table) -> pa.Table:
         from ..pipeline import encode_pieces
 
-        worker_crash_point("ray.encode")
+        crash_point("ray.encode")
         pieces, inputs = read_pieces(batch, _placeholder)
         pieces = [with_inputs(p, x) for p, x in zip(pieces, inputs, strict=True)]
         dim = self.encoder.embed_dim
         out = [np.zeros((0, dim), np.float32)] * len(pieces)
-        for modality in ("audio", "image", "text"):
+        for modality in MODALITIES:
             chosen = [i for i, p in enumerate(pieces) if p.source.modality == modality and _has_inputs(p)]
             if not chosen:
                 continue
