@@ -193,6 +193,7 @@ def _embed(
     """Cached vectors where there are some; the rest through the indexer's reader stage
     (:func:`~..indexer.reader.read_files`: worker processes, one-line failures) and the same
     ``Encoder`` calls the indexer makes, ``batch_size`` files a call."""
+    from ..indexer.pipeline import auto_workers, encode_pieces
     from ..indexer.reader import read_files
 
     if batch_size < 1:
@@ -205,8 +206,6 @@ def _embed(
         progress.update(task, advance=cached)
     out = Embeddings(modality, np.zeros((0, 0), np.float32), [], cached=cached)
     if workers is None:
-        from ..indexer.pipeline import auto_workers
-
         workers = auto_workers(encoder.device.type)
     image_size = encoder.model.config.image_resolution
     sources = [_source(paths[i], modality, keys.get(i)) for i in todo]  # type: ignore[arg-type]
@@ -214,7 +213,7 @@ def _embed(
 
     def encode() -> None:
         start = time.perf_counter()
-        vectors = encode_inputs(encoder, modality, [x for _, x in batch])
+        vectors, _ = encode_pieces(encoder, modality, [piece for _, piece in batch])  # one vector a piece
         out.seconds_encode += time.perf_counter() - start
         for (i, _), vec in zip(batch, vectors, strict=True):
             results[i] = vec
@@ -231,7 +230,7 @@ def _embed(
             if item.error is not None:
                 failures[i] = Failure(str(paths[i]), item.error, modality)
             else:
-                batch.append((i, item.windows[0] if modality == "audio" else item.pixels))
+                batch.append((i, item))
                 if len(batch) == batch_size:
                     encode()
             if task is not None:
@@ -243,15 +242,6 @@ def _embed(
     if out.indices:
         out.vectors = np.stack([results[i] for i in out.indices]).astype(np.float32, copy=False)
     return out
-
-
-def encode_inputs(encoder: Any, modality: str, inputs: list[Any]) -> np.ndarray:
-    """Decoded model inputs -> (N, D) vectors: the indexer's ``Encoder`` calls (it micro-batches)."""
-    if modality == "audio":
-        return encoder.encode_audio(inputs)
-    import torch
-
-    return encoder.encode_images(torch.stack(inputs))
 
 
 def embed_audio_items(
